@@ -1,0 +1,42 @@
+import { connect } from '@nats-io/transport-node';
+import type { NatsConnection } from '@nats-io/nats-core';
+import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
+
+/** One NATS connection with its JetStream client and manager, shared by a process. */
+export interface Nats {
+  readonly nc: NatsConnection;
+  readonly js: JetStreamClient;
+  readonly jsm: JetStreamManager;
+  /** The server's version, for feature detection (2.9 lacks several features 2.10+ has). */
+  readonly serverVersion: string;
+}
+
+export interface NatsOptions {
+  readonly url: string;
+  readonly name: string;
+  readonly user?: string | undefined;
+  readonly password?: string | undefined;
+}
+
+/**
+ * Connects with endless reconnects: a service outlives a NATS restart, and in-flight work
+ * resumes from its durable consumers once the server is back.
+ */
+export async function connectNats(opts: NatsOptions): Promise<Nats> {
+  const nc = await connect({
+    servers: opts.url.split(','),
+    name: opts.name,
+    user: opts.user,
+    pass: opts.password,
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: 500,
+  });
+  const jsm = await jetstreamManager(nc);
+  return { nc, js: jetstream(nc), jsm, serverVersion: nc.info?.version ?? '0.0.0' };
+}
+
+/** True when the server is at least `major.minor`. */
+export function serverAtLeast(version: string, major: number, minor: number): boolean {
+  const [ma = 0, mi = 0] = version.split('.').map((p) => Number.parseInt(p, 10));
+  return ma > major || (ma === major && mi >= minor);
+}

@@ -1,0 +1,151 @@
+import { AckPolicy, DeliverPolicy, JetStreamApiError, type JsMsg } from '@nats-io/jetstream';
+import { errors as natsErrors, nanos } from '@nats-io/nats-core';
+import { v4 as uuidv4 } from 'uuid';
+import { ConcurrencyError } from './errors.js';
+import { decodeHeaders, decodeJson, encodeHeaders, encodeJson, type MessageMeta, type TraceContext } from './headers.js';
+import type { Nats } from './nats.js';
+import type { ServiceNames } from './streams.js';
+
+/** An event as read back from a service's events stream. */
+export interface StoredEvent<Data = unknown> {
+  readonly type: string;
+  readonly version: number;
+  readonly data: Data;
+  readonly meta: MessageMeta;
+  readonly subject: string;
+  /** The stream sequence: the event's position, shared by every event of the service. */
+  readonly position: number;
+  readonly time: Date;
+}
+
+export interface AppendInput {
+  readonly aggregate: string;
+  readonly id: string;
+  readonly event: { readonly type: string; readonly version: number; readonly data: unknown };
+  /** The revision the decision was made on: the aggregate's last position, 0 for a new one. */
+  readonly expectedRevision: number;
+  readonly trace: TraceContext;
+}
+
+export interface AppendResult {
+  readonly position: number;
+  /** True when the server had already stored this very event (a retried publish). */
+  readonly duplicate: boolean;
+}
+
+export interface EventStore {
+  readonly names: ServiceNames;
+  /**
+   * Appends one event to an aggregate's subject if the aggregate is still at
+   * `expectedRevision`; throws {@link ConcurrencyError} otherwise. Each event carries a fresh
+   * `Nats-Msg-Id`, so a publish retried after a lost acknowledgement is stored once.
+   */
+  append(input: AppendInput): Promise<AppendResult>;
+  /** The aggregate's events after position `after` (0: all), oldest first. */
+  read(aggregate: string, id: string, after?: number): AsyncIterable<StoredEvent>;
+  /** The position of the aggregate's last event, 0 when it has none. */
+  lastRevision(aggregate: string, id: string): Promise<number>;
+}
+
+export interface EventStoreOptions {
+  readonly nats: Nats;
+  readonly names: ServiceNames;
+  /** Publish acknowledgement timeout per attempt. */
+  readonly timeoutMs?: number;
+  /** Attempts of one append when acknowledgements time out (same `Nats-Msg-Id` each time). */
+  readonly publishAttempts?: number;
+}
+
+const READ_CHUNK = 1_000;
+
+export function createJetStreamEventStore(opts: EventStoreOptions): EventStore {
+  const { nats, names } = opts;
+  const stream = names.eventsStream;
+  const timeout = opts.timeoutMs ?? 5_000;
+  const attempts = opts.publishAttempts ?? 3;
+
+  async function append(input: AppendInput): Promise<AppendResult> {
+    const subject = names.eventSubject(input.aggregate, input.id);
+    const msgID = uuidv4();
+    const data = encodeJson(input.event.data);
+    for (let attempt = 1; ; attempt++) {
+      const headers = encodeHeaders({
+        type: input.event.type,
+        version: input.event.version,
+        correlationId: input.trace.correlationId,
+        causationId: input.trace.causationId,
+        traceparent: input.trace.traceparent,
+      });
+      try {
+        const ack = await nats.js.publish(subject, data, {
+          msgID,
+          headers,
+          timeout,
+          expect: { lastSubjectSequence: input.expectedRevision, streamName: stream },
+        });
+        return { position: ack.seq, duplicate: ack.duplicate };
+      } catch (err) {
+        if (err instanceof JetStreamApiError && err.code === 10071) {
+          throw new ConcurrencyError(subject, input.expectedRevision, { cause: err });
+        }
+        if (err instanceof natsErrors.TimeoutError && attempt < attempts) continue;
+        throw new Error(`append to ${subject} failed`, { cause: err });
+      }
+    }
+  }
+
+  async function lastRevision(aggregate: string, id: string): Promise<number> {
+    const subject = names.eventSubject(aggregate, id);
+    const msg = await nats.jsm.direct.getMessage(stream, { last_by_subj: subject });
+    return msg === null ? 0 : msg.seq;
+  }
+
+  async function* read(aggregate: string, id: string, after = 0): AsyncIterable<StoredEvent> {
+    const subject = names.eventSubject(aggregate, id);
+    // A short-lived consumer filtered on the aggregate's subject: its num_pending says how many
+    // events there are to read, so the read ends without waiting for a timeout.
+    const ci = await nats.jsm.consumers.add(stream, {
+      filter_subject: subject,
+      deliver_policy: after === 0 ? DeliverPolicy.All : DeliverPolicy.StartSequence,
+      ...(after === 0 ? {} : { opt_start_seq: after + 1 }),
+      ack_policy: AckPolicy.None,
+      mem_storage: true,
+      num_replicas: 1,
+      inactive_threshold: nanos(30_000),
+    });
+    try {
+      let remaining = ci.num_pending;
+      const consumer = await nats.js.consumers.get(stream, ci.name);
+      while (remaining > 0) {
+        const batch = await consumer.fetch({ max_messages: Math.min(remaining, READ_CHUNK), expires: timeout });
+        let got = 0;
+        for await (const m of batch) {
+          got++;
+          remaining--;
+          yield toStoredEvent(m);
+        }
+        if (got === 0) throw new Error(`reading ${subject} stalled with ${remaining} events left`);
+      }
+    } finally {
+      nats.jsm.consumers.delete(stream, ci.name).catch(() => {
+        // The inactive threshold removes it anyway.
+      });
+    }
+  }
+
+  return { names, append, read, lastRevision };
+}
+
+/** Decodes a JetStream message of an events stream. */
+export function toStoredEvent(m: JsMsg): StoredEvent {
+  const meta = decodeHeaders(m.headers);
+  return {
+    type: meta.type,
+    version: meta.version,
+    data: decodeJson(m.data),
+    meta,
+    subject: m.subject,
+    position: m.seq,
+    time: m.time,
+  };
+}

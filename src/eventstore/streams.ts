@@ -1,0 +1,144 @@
+import {
+  DiscardPolicy,
+  JetStreamApiError,
+  RetentionPolicy,
+  StorageType,
+  type JetStreamManager,
+  type StreamConfig,
+} from '@nats-io/jetstream';
+import { nanos } from '@nats-io/nats-core';
+
+const MINUTE = 60_000;
+const DAY = 24 * 60 * MINUTE;
+
+/**
+ * The names a service uses on NATS. Everything a service publishes or stores lives under its
+ * own subject prefix and stream prefix, which is also what NATS permissions are cut along.
+ */
+export interface ServiceNames {
+  readonly service: string;
+  readonly eventsStream: string;
+  readonly commandsStream: string;
+  readonly notificationsStream: string;
+  readonly deadLettersStream: string;
+  readonly snapshotsBucket: string;
+  readonly commandResultsBucket: string;
+  eventSubject(aggregate: string, id: string): string;
+  commandSubject(command: string): string;
+  commandResultSubject(commandId: string): string;
+  notificationSubject(notification: string): string;
+  deadLetterSubject(consumer: string): string;
+  requestSubject(request: string): string;
+}
+
+const TOKEN = /^[a-z][a-z0-9-]*$/;
+
+export function serviceNames(service: string): ServiceNames {
+  if (!TOKEN.test(service)) throw new Error(`invalid service name "${service}"`);
+  const upper = service.toUpperCase().replaceAll('-', '_');
+  return {
+    service,
+    eventsStream: `${upper}_EVENTS`,
+    commandsStream: `${upper}_COMMANDS`,
+    notificationsStream: `${upper}_NOTIFICATIONS`,
+    deadLettersStream: `${upper}_DEAD_LETTERS`,
+    snapshotsBucket: `${upper}_SNAPSHOTS`,
+    commandResultsBucket: `${upper}_COMMAND_RESULTS`,
+    eventSubject: (aggregate, id) => `${service}.events.${token(aggregate)}.${token(id)}`,
+    commandSubject: (command) => `${service}.commands.${token(command)}`,
+    commandResultSubject: (commandId) => `${service}.command-results.${token(commandId)}`,
+    notificationSubject: (n) => `${service}.notifications.${token(n)}`,
+    deadLetterSubject: (consumer) => `${service}.dead-letters.${token(consumer)}`,
+    requestSubject: (r) => `${service}.requests.${token(r)}`,
+  };
+}
+
+/** A subject token must not be empty nor contain separators or wildcards. */
+function token(value: string): string {
+  if (value === '' || /[\s.*>]/.test(value)) {
+    throw new Error(`"${value}" cannot be a NATS subject token`);
+  }
+  return value;
+}
+
+/** The four streams of a service (DESIGN.md §2), described for operators. */
+export type NamedStreamConfig = Partial<StreamConfig> & { name: string };
+
+export function serviceStreamConfigs(names: ServiceNames): NamedStreamConfig[] {
+  const s = names.service;
+  return [
+    {
+      name: names.eventsStream,
+      description: `${s}: domain events, private to ${s}. One subject per aggregate: ${s}.events.<aggregate>.<id>. The source of truth; never deleted.`,
+      subjects: [`${s}.events.>`],
+      retention: RetentionPolicy.Limits,
+      storage: StorageType.File,
+      discard: DiscardPolicy.Old,
+      deny_delete: true,
+      deny_purge: true,
+      allow_direct: true,
+      duplicate_window: nanos(2 * MINUTE),
+    },
+    {
+      name: names.commandsStream,
+      description: `${s}: commands waiting for a ${s} handler (work queue: a command stays until handled). Subjects ${s}.commands.<command>; Nats-Msg-Id is the command id.`,
+      subjects: [`${s}.commands.>`],
+      retention: RetentionPolicy.Workqueue,
+      storage: StorageType.File,
+      discard: DiscardPolicy.Old,
+      duplicate_window: nanos(2 * MINUTE),
+    },
+    {
+      name: names.notificationsStream,
+      description: `${s}: public notifications, derived from ${s}'s events by its relay (Nats-Msg-Id <stream>:<sequence> of the source event). Subjects ${s}.notifications.<name>.`,
+      subjects: [`${s}.notifications.>`],
+      retention: RetentionPolicy.Limits,
+      storage: StorageType.File,
+      discard: DiscardPolicy.Old,
+      deny_delete: true,
+      deny_purge: true,
+      // A relay that restarts republishes what it had not acknowledged; a wider window than
+      // the default keeps those out even after a long outage.
+      duplicate_window: nanos(60 * MINUTE),
+    },
+    {
+      name: names.deadLettersStream,
+      description: `${s}: parked messages that failed repeatedly or were invalid, with their origin and error in Obey-Dead-Letter-* headers. Subjects ${s}.dead-letters.<consumer>.`,
+      subjects: [`${s}.dead-letters.>`],
+      retention: RetentionPolicy.Limits,
+      storage: StorageType.File,
+      discard: DiscardPolicy.Old,
+      max_age: nanos(30 * DAY),
+      duplicate_window: nanos(2 * MINUTE),
+    },
+  ];
+}
+
+/**
+ * Creates the streams that are missing and brings existing ones to the given configuration
+ * (only the settings JetStream lets change; a stream's retention, for one, is fixed).
+ */
+export async function ensureStreams(
+  jsm: JetStreamManager,
+  configs: readonly NamedStreamConfig[],
+): Promise<void> {
+  for (const config of configs) {
+    const name = config.name;
+    try {
+      await jsm.streams.info(name);
+    } catch (err) {
+      if (err instanceof JetStreamApiError && err.code === 10059) {
+        try {
+          await jsm.streams.add(config);
+          continue;
+        } catch (addErr) {
+          // Another instance created it between our info and add.
+          if (!(addErr instanceof JetStreamApiError && addErr.code === 10058)) throw addErr;
+        }
+      } else {
+        throw err;
+      }
+    }
+    await jsm.streams.update(name, config);
+  }
+}
