@@ -9,6 +9,7 @@ export const ErrorKind = Type.Union([
   Type.Literal('not-found'),
   Type.Literal('conflict'),
   Type.Literal('unavailable'),
+  Type.Literal('internal'),
 ]);
 export type ErrorKind = Static<typeof ErrorKind>;
 

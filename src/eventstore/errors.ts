@@ -1,6 +1,17 @@
 import type { ErrorBody, ErrorKind } from '../../schemas/platform.js';
 import type { ValidationIssue } from '../../schemas/message.js';
 
+/** The HTTP status (and NATS service error code) of each kind of failure. */
+export const STATUS_OF_KIND: Readonly<Record<ErrorKind, number>> = {
+  invalid: 400,
+  unauthorized: 401,
+  forbidden: 403,
+  'not-found': 404,
+  conflict: 409,
+  unavailable: 503,
+  internal: 500,
+};
+
 /**
  * The append's expected revision was not the aggregate's last revision: somebody else wrote
  * first. The command runner reloads and decides again.

@@ -1,0 +1,377 @@
+import { createHash } from 'node:crypto';
+import { AckPolicy, JetStreamApiError, type JsMsg } from '@nats-io/jetstream';
+import { Kvm, type KV } from '@nats-io/kv';
+import { nanos } from '@nats-io/nats-core';
+import type { Logger } from 'pino';
+import type { Static, TSchema } from 'typebox';
+import { v4 as uuidv4, v5 as uuidv5, validate as isUuid } from 'uuid';
+import type { MessageDefinition } from '../../schemas/message.js';
+import {
+  commandResultValidator,
+  storedCommandResultValidator,
+  type CommandResult,
+  type StoredCommandResult,
+} from '../../schemas/platform.js';
+import { parkMessage } from './dead-letters.js';
+import type { AggregateDefinition, DomainEvent } from './decider.js';
+import { DomainError, InvalidMessageError } from './errors.js';
+import { decodeHeaders, decodeJson, encodeHeaders, encodeJson, Header, type MessageMeta, type TraceContext } from './headers.js';
+import type { Nats } from './nats.js';
+import { createAggregateRepository, type AggregateRepository } from './repository.js';
+import type { EventStore } from './store.js';
+import { serviceNames, type ServiceNames } from './streams.js';
+
+const HOUR = 3_600_000;
+/** How long a command's result is kept: a retry within this time gets the first answer. */
+export const COMMAND_RESULT_TTL_MS = 48 * HOUR;
+const RESULT_TYPE = 'CommandResult';
+
+/** The answer a sender gets: the handler's result, or `pending` when it did not come in time. */
+export type CommandOutcome = CommandResult | { readonly status: 'pending'; readonly commandId: string };
+
+/**
+ * A stable command id from a client's `Idempotency-Key`, scoped (by the caller: a user id, say)
+ * so that two clients choosing the same key do not share results.
+ */
+export function commandIdFromIdempotencyKey(key: string, scope: string): string {
+  return uuidv5(`${scope}\u0000${key}`, '6f1d3b52-6a3a-4e0f-9a43-2a1b6b1f4e55');
+}
+
+/** Opens (creating if needed) a service's bucket of command results. */
+export async function openCommandResults(nats: Nats, names: ServiceNames): Promise<KV> {
+  return new Kvm(nats.nc).create(names.commandResultsBucket, {
+    history: 1,
+    ttl: COMMAND_RESULT_TTL_MS,
+    description: `${names.service}: result of each command by command id, kept ${COMMAND_RESULT_TTL_MS / HOUR} h so that a retried command has no second effect.`,
+  });
+}
+
+export interface CommandSender {
+  /**
+   * Publishes a command into its service's work-queue stream and waits, at most `timeoutMs`,
+   * for its result. Past that the command stays safe in the stream and the outcome is
+   * `pending`; {@link CommandSender.result} answers later.
+   */
+  send<S extends TSchema>(
+    def: MessageDefinition<S>,
+    body: Static<S>,
+    opts: { commandId?: string | undefined; trace: TraceContext; timeoutMs?: number },
+  ): Promise<CommandOutcome>;
+  /** The stored result of a command, undefined while it is pending or unknown. */
+  result(service: string, commandId: string): Promise<CommandResult | undefined>;
+}
+
+export function createCommandSender(nats: Nats, defaults: { timeoutMs: number }): CommandSender {
+  const buckets = new Map<string, Promise<KV>>();
+  const bucket = (names: ServiceNames) => {
+    let kv = buckets.get(names.service);
+    if (kv === undefined) {
+      kv = openCommandResults(nats, names);
+      kv.catch(() => buckets.delete(names.service));
+      buckets.set(names.service, kv);
+    }
+    return kv;
+  };
+
+  async function result(service: string, commandId: string): Promise<CommandResult | undefined> {
+    const names = serviceNames(service);
+    const entry = await (await bucket(names)).get(commandId);
+    if (entry === null || entry.operation !== 'PUT') return undefined;
+    const stored: unknown = entry.json();
+    return storedCommandResultValidator.check(stored) ? stored.result : undefined;
+  }
+
+  async function send<S extends TSchema>(
+    def: MessageDefinition<S>,
+    body: Static<S>,
+    opts: { commandId?: string | undefined; trace: TraceContext; timeoutMs?: number },
+  ): Promise<CommandOutcome> {
+    const subject = def.subject;
+    if (subject === undefined || !subject.includes('.commands.')) throw new Error(`${def.type} is not a command`);
+    if (!def.validator.check(body)) throw new InvalidMessageError(`invalid ${def.type}`, def.validator.issues(body));
+    const commandId = opts.commandId ?? uuidv4();
+    if (!isUuid(commandId)) throw new Error(`command id must be a UUID (got "${commandId}")`);
+    const names = serviceNames(subject.split('.')[0] ?? '');
+    const timeoutMs = opts.timeoutMs ?? defaults.timeoutMs;
+    // Subscribed before publishing: the server registers it before it sees the command.
+    const sub = nats.nc.subscribe(names.commandResultSubject(commandId), { max: 1 });
+    const answer = (async () => {
+      for await (const m of sub) {
+        const r: unknown = decodeJson(m.data);
+        if (commandResultValidator.check(r)) return r;
+      }
+      return undefined;
+    })();
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const ack = await nats.js.publish(subject, encodeJson(body), {
+        msgID: commandId,
+        expect: { streamName: names.commandsStream },
+        headers: encodeHeaders({
+          type: def.type,
+          version: def.version,
+          correlationId: opts.trace.correlationId,
+          causationId: opts.trace.causationId,
+          traceparent: opts.trace.traceparent,
+        }),
+      });
+      if (ack.duplicate) {
+        // The same command was sent before: its result may be in already.
+        const known = await result(names.service, commandId);
+        if (known !== undefined) return known;
+      }
+      const timedOut = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), timeoutMs)));
+      const r = (await Promise.race([answer, timedOut])) ?? (await result(names.service, commandId));
+      return r ?? { status: 'pending', commandId };
+    } finally {
+      if (timer !== undefined) clearTimeout(timer);
+      sub.unsubscribe();
+    }
+  }
+
+  return { send, result };
+}
+
+/**
+ * How a command of one type is handled: which aggregate it addresses and how its body becomes
+ * the decider's command (the place to add the time, ids and looked-up facts).
+ */
+export interface CommandHandlerDefinition<S extends TSchema, Command, Event extends DomainEvent, State> {
+  readonly command: MessageDefinition<S>;
+  readonly aggregate: AggregateDefinition<Command, Event, State>;
+  /** The aggregate's id; for a creation it must come from the body, so a retry finds the same one. */
+  aggregateId(body: Static<S>): string;
+  toCommand(body: Static<S>, ctx: CommandContext): Command | Promise<Command>;
+}
+
+export interface CommandContext {
+  readonly commandId: string;
+  readonly receivedAt: Date;
+  readonly meta: MessageMeta;
+}
+
+export function defineCommandHandler<S extends TSchema, Command, Event extends DomainEvent, State>(
+  def: CommandHandlerDefinition<S, Command, Event, State>,
+): CommandHandlerDefinition<S, Command, Event, State> {
+  return def;
+}
+
+export interface CommandProcessorOptions {
+  readonly nats: Nats;
+  readonly names: ServiceNames;
+  readonly store: EventStore;
+  readonly results: KV;
+  readonly snapshots?: KV | undefined;
+  // Handlers differ in their types; each is consistent within itself.
+  readonly handlers: readonly CommandHandlerDefinition<any, any, any, any>[];
+  readonly log: Logger;
+  /** Commands handled at once by this instance. */
+  readonly concurrency?: number;
+  /** Deliveries of a failing command before it is parked. */
+  readonly maxDeliver?: number;
+  readonly retryDelayMs?: { readonly initial: number; readonly max: number };
+}
+
+export interface CommandProcessor {
+  start(): Promise<void>;
+  /** Stops taking commands and waits for those in flight. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Consumes a service's commands from its work-queue stream (any number of instances share the
+ * durable consumer), runs each through its aggregate's decider with optimistic concurrency,
+ * stores the result under the command id and publishes it to the waiting sender.
+ */
+export function createCommandProcessor(opts: CommandProcessorOptions): CommandProcessor {
+  const { nats, names, results } = opts;
+  const consumerName = `${names.service}-command-handlers`;
+  const log = opts.log.child({ consumer: consumerName, stream: names.commandsStream });
+  const concurrency = opts.concurrency ?? 64;
+  const maxDeliver = opts.maxDeliver ?? 5;
+  const delays = opts.retryDelayMs ?? { initial: 200, max: 10_000 };
+  const handlers = new Map<string, { def: CommandHandlerDefinition<any, any, any, any>; repo: AggregateRepository<unknown, unknown> }>();
+  const repos = new Map<string, AggregateRepository<unknown, unknown>>();
+  for (const def of opts.handlers) {
+    if (def.command.subject === undefined) throw new Error(`${def.command.type} has no subject`);
+    let repo = repos.get(def.aggregate.name);
+    if (repo === undefined) {
+      repo = createAggregateRepository({ store: opts.store, aggregate: def.aggregate, snapshots: opts.snapshots, log });
+      repos.set(def.aggregate.name, repo);
+    }
+    handlers.set(def.command.subject, { def, repo });
+  }
+  let stopped = false;
+  let loop: Promise<void> | undefined;
+  const inFlight = new Set<Promise<void>>();
+  let current: { stop(): void } | undefined;
+
+  async function ensureConsumer(): Promise<void> {
+    const config = {
+      durable_name: consumerName,
+      description: `${names.service} command handlers: every instance pulls from this consumer; a command is acknowledged once its result is stored.`,
+      filter_subject: `${names.service}.commands.>`,
+      ack_policy: AckPolicy.Explicit,
+      ack_wait: nanos(30_000),
+      max_ack_pending: Math.max(1_000, concurrency * 4),
+    };
+    try {
+      await nats.jsm.consumers.info(names.commandsStream, consumerName);
+      await nats.jsm.consumers.update(names.commandsStream, consumerName, {
+        description: config.description,
+        ack_wait: config.ack_wait,
+        max_ack_pending: config.max_ack_pending,
+      });
+    } catch (err) {
+      if (!(err instanceof JetStreamApiError && err.code === 10014)) throw err;
+      await nats.jsm.consumers.add(names.commandsStream, config);
+    }
+  }
+
+  function reply(commandId: string, result: CommandResult, meta: MessageMeta | undefined): void {
+    nats.nc.publish(names.commandResultSubject(commandId), encodeJson(result), {
+      headers: encodeHeaders({
+        type: RESULT_TYPE,
+        version: 1,
+        correlationId: meta?.correlationId ?? commandId,
+        causationId: commandId,
+        traceparent: meta?.traceparent,
+      }),
+    });
+  }
+
+  async function storeResult(commandId: string, result: CommandResult, payloadHash: string): Promise<void> {
+    const stored: StoredCommandResult = { result, payloadHash, storedAt: new Date().toISOString() };
+    await results.put(commandId, JSON.stringify(stored));
+  }
+
+  async function handle(m: JsMsg): Promise<void> {
+    const commandId = m.headers?.get(Header.MsgId) ?? '';
+    const mlog = log.child({ seq: m.seq, subject: m.subject, commandId });
+    let meta: MessageMeta | undefined;
+    try {
+      if (!isUuid(commandId)) throw new InvalidMessageError('Nats-Msg-Id must be the command id (a UUID)');
+      const handler = handlers.get(m.subject);
+      if (handler === undefined) throw new InvalidMessageError(`no handler for ${m.subject}`);
+      meta = decodeHeaders(m.headers);
+      const { def, repo } = handler;
+      if (meta.type !== def.command.type) throw new InvalidMessageError(`Message-Type ${meta.type} on ${m.subject}`);
+      const body = decodeJson(m.data);
+      if (!def.command.validator.check(body)) {
+        throw new InvalidMessageError(`invalid ${def.command.type}`, def.command.validator.issues(body));
+      }
+      const payloadHash = createHash('sha256').update(m.data).digest('hex');
+      const previous = await results.get(commandId);
+      if (previous !== null && previous.operation === 'PUT') {
+        const stored: unknown = previous.json();
+        if (storedCommandResultValidator.check(stored)) {
+          reply(
+            commandId,
+            stored.payloadHash === payloadHash
+              ? stored.result
+              : rejected(commandId, new DomainError('idempotency-key-reused', 'conflict', 'this idempotency key was used for another command')),
+            meta,
+          );
+          m.ack();
+          return;
+        }
+      }
+      let result: CommandResult;
+      try {
+        const aggregateId = def.aggregateId(body);
+        const command = await def.toCommand(body, { commandId, receivedAt: m.time, meta });
+        const r = await repo.execute(aggregateId, command, {
+          commandId,
+          trace: { correlationId: meta.correlationId, traceparent: meta.traceparent },
+        });
+        result = { commandId, status: 'succeeded', aggregateId, position: r.position, revision: r.revision, event: r.event };
+      } catch (err) {
+        if (!(err instanceof DomainError)) throw err;
+        result = rejected(commandId, err);
+      }
+      await storeResult(commandId, result, payloadHash);
+      reply(commandId, result, meta);
+      m.ack();
+    } catch (err) {
+      if (err instanceof InvalidMessageError) {
+        mlog.warn({ error: err.message }, 'invalid command parked');
+        await parkMessage(nats, names, { consumer: consumerName, msg: m, error: err.message });
+        if (isUuid(commandId)) {
+          reply(commandId, rejected(commandId, new DomainError('invalid-command', 'invalid', err.message, { issues: err.issues })), meta);
+        }
+        m.ack();
+        return;
+      }
+      const deliveries = m.info.deliveryCount;
+      if (deliveries >= maxDeliver) {
+        mlog.error({ err, deliveries }, 'command failed repeatedly, parked');
+        await parkMessage(nats, names, { consumer: consumerName, msg: m, error: errorText(err) });
+        reply(commandId, rejected(commandId, new DomainError('command-failed', 'internal', 'the command could not be handled')), meta);
+        m.ack();
+        return;
+      }
+      mlog.warn({ err, deliveries }, 'command failed, will be redelivered');
+      m.nak(Math.min(delays.max, delays.initial * 2 ** (deliveries - 1)));
+    }
+  }
+
+  async function run(): Promise<void> {
+    while (!stopped) {
+      try {
+        await ensureConsumer();
+        const consumer = await nats.js.consumers.get(names.commandsStream, consumerName);
+        const iter = await consumer.consume({ max_messages: concurrency });
+        current = iter;
+        void (async () => {
+          for await (const s of iter.status()) {
+            if (s.type === 'consumer_deleted' || s.type === 'consumer_not_found') {
+              log.warn({ status: s.type }, 'command consumer gone, recreating it');
+              iter.stop();
+            }
+          }
+        })();
+        for await (const m of iter) {
+          // A message that crashed its handler's process again and again is parked unread.
+          const task = (m.info.deliveryCount > maxDeliver + 1 ? parkUnread(m) : handle(m)).catch((err: unknown) => {
+            log.error({ err, seq: m.seq }, 'command handling failed');
+          });
+          inFlight.add(task);
+          void task.finally(() => inFlight.delete(task));
+          while (inFlight.size >= concurrency) await Promise.race(inFlight);
+          if (stopped) break;
+        }
+        iter.stop();
+      } catch (err) {
+        if (stopped) break;
+        log.error({ err }, 'command consumer failed, restarting');
+        await new Promise((r) => setTimeout(r, delays.max / 4));
+      }
+    }
+  }
+
+  async function parkUnread(m: JsMsg): Promise<void> {
+    await parkMessage(nats, names, { consumer: consumerName, msg: m, error: `delivered ${m.info.deliveryCount} times without an answer` });
+    m.ack();
+  }
+
+  return {
+    async start() {
+      await ensureConsumer();
+      loop = run();
+    },
+    async stop() {
+      stopped = true;
+      current?.stop();
+      await loop;
+      await Promise.allSettled([...inFlight]);
+    },
+  };
+}
+
+function rejected(commandId: string, err: DomainError): CommandResult {
+  return { commandId, status: 'rejected', error: err.toBody() };
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+}

@@ -1,0 +1,140 @@
+import { sql, type Kysely, type Transaction } from 'kysely';
+import type { TSchema } from 'typebox';
+import type { MessageDefinition } from '../../schemas/message.js';
+import type { StoredEvent } from '../eventstore/store.js';
+import type { ProjectionTarget } from './runner.js';
+
+/**
+ * A read model in Postgres. Its tables live in a schema of their own, named after the
+ * projection, with a one-row `obey_checkpoint` table beside them; a rebuild fills a twin
+ * schema and swaps the names in one transaction.
+ */
+export interface PostgresProjectionDefinition<DB = any> {
+  /** Schema name: lower case letters, digits and underscores. */
+  readonly name: string;
+  /** Bump when the tables change shape: the projection is then rebuilt on start. */
+  readonly version: number;
+  readonly events: readonly MessageDefinition<TSchema>[];
+  /** Creates the tables; `db` is scoped to the projection's schema. */
+  migrate(db: Kysely<any>): Promise<void>;
+  /**
+   * Applies a batch of events, oldest first, inside the transaction that also stores the
+   * checkpoint. Batch statements (multi-row inserts) are what make rebuilds fast.
+   */
+  apply(trx: Transaction<DB>, events: readonly StoredEvent[]): Promise<void>;
+}
+
+export interface PostgresProjection<DB = any> extends ProjectionTarget {
+  readonly definition: PostgresProjectionDefinition<DB>;
+  /** The live read model, for queries. */
+  readonly db: Kysely<DB>;
+  /** Creates the schema, tables and checkpoint row if missing; tells whether the stored version differs. */
+  setup(): Promise<{ versionMismatch: boolean }>;
+}
+
+const NAME = /^[a-z][a-z0-9_]{0,40}$/;
+
+export function createPostgresProjection<DB>(
+  definition: PostgresProjectionDefinition<DB>,
+  db: Kysely<any>,
+): PostgresProjection<DB> {
+  if (!NAME.test(definition.name)) throw new Error(`invalid projection name "${definition.name}"`);
+  const schema = definition.name;
+  const live = db.withSchema(schema) as Kysely<DB>;
+  return {
+    definition,
+    db: live,
+    async setup() {
+      const existing = await readCheckpointRow(db, schema);
+      if (existing === undefined) await createSchema(db, schema, definition);
+      return { versionMismatch: existing !== undefined && existing.version !== definition.version };
+    },
+    async checkpoint() {
+      return (await readCheckpointRow(db, schema))?.position ?? 0;
+    },
+    async apply(events, upTo) {
+      await applyBatch(db, schema, definition, events, upTo);
+    },
+    async healthy() {
+      try {
+        await sql`select 1`.execute(db);
+        return true;
+      } catch {
+        return false;
+      }
+    },
+  };
+}
+
+/** Creates `schema` with the projection's tables and a checkpoint at 0. */
+export async function createSchema(db: Kysely<any>, schema: string, def: PostgresProjectionDefinition): Promise<void> {
+  await db.transaction().execute(async (trx) => {
+    await sql`select pg_advisory_xact_lock(hashtext(${`obey-projection-setup:${schema}`}))`.execute(trx);
+    await sql`create schema if not exists ${sql.id(schema)}`.execute(trx);
+    const exists = await sql<{ n: number }>`select count(*)::int as n from information_schema.tables
+      where table_schema = ${schema} and table_name = 'obey_checkpoint'`.execute(trx);
+    if ((exists.rows[0]?.n ?? 0) > 0) return;
+    await def.migrate(trx.withSchema(schema));
+    await trx.withSchema(schema).schema
+      .createTable('obey_checkpoint')
+      .addColumn('id', 'integer', (c) => c.primaryKey().defaultTo(1).check(sql`id = 1`))
+      .addColumn('position', 'bigint', (c) => c.notNull())
+      .addColumn('version', 'integer', (c) => c.notNull())
+      .addColumn('updated_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
+      .execute();
+    await trx.withSchema(schema).insertInto('obey_checkpoint').values({ id: 1, position: 0, version: def.version }).execute();
+  });
+}
+
+async function readCheckpointRow(db: Kysely<any>, schema: string): Promise<{ position: number; version: number } | undefined> {
+  try {
+    const row = await db.withSchema(schema).selectFrom('obey_checkpoint').select(['position', 'version']).executeTakeFirst();
+    return row === undefined ? undefined : { position: Number(row.position), version: Number(row.version) };
+  } catch (err) {
+    if (isUndefinedTable(err)) return undefined;
+    throw err;
+  }
+}
+
+/**
+ * The lock every writer of a projection takes first, live runner and rebuild alike: batches
+ * apply one at a time, and a rebuild's schema swap happens between two batches.
+ */
+export async function lockProjection(trx: Transaction<any>, name: string): Promise<void> {
+  await sql`select pg_advisory_xact_lock(hashtext(${`obey-projection:${name}`}))`.execute(trx);
+}
+
+/** Applies events above the schema's checkpoint and moves the checkpoint to `upTo`, atomically. */
+export async function applyBatch(
+  db: Kysely<any>,
+  schema: string,
+  def: PostgresProjectionDefinition,
+  events: readonly StoredEvent[],
+  upTo: number,
+  opts: { lockName?: string } = {},
+): Promise<void> {
+  await db.transaction().execute(async (trx) => {
+    await lockProjection(trx, opts.lockName ?? def.name);
+    await applyInTransaction(trx, schema, def, events, upTo);
+  });
+}
+
+export async function applyInTransaction(
+  trx: Transaction<any>,
+  schema: string,
+  def: PostgresProjectionDefinition,
+  events: readonly StoredEvent[],
+  upTo: number,
+): Promise<void> {
+  const scoped = trx.withSchema(schema);
+  const row = await scoped.selectFrom('obey_checkpoint').select('position').forUpdate().executeTakeFirstOrThrow();
+  const checkpoint = Number(row.position);
+  if (upTo <= checkpoint) return;
+  const fresh = events.filter((e) => e.position > checkpoint);
+  if (fresh.length > 0) await def.apply(scoped, fresh);
+  await scoped.updateTable('obey_checkpoint').set({ position: upTo, updated_at: sql`now()` }).execute();
+}
+
+function isUndefinedTable(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && ((err as { code?: string }).code === '42P01' || (err as { code?: string }).code === '3F000');
+}

@@ -1,0 +1,100 @@
+import type { Logger } from 'pino';
+import type { TSchema } from 'typebox';
+import type { MessageDefinition } from '../../schemas/message.js';
+import { encodeHeaders } from '../eventstore/headers.js';
+import type { Leases } from '../eventstore/leases.js';
+import type { Nats } from '../eventstore/nats.js';
+import type { StoredEvent } from '../eventstore/store.js';
+import type { ServiceNames } from '../eventstore/streams.js';
+import { InvalidMessageError } from '../eventstore/errors.js';
+import { createProjectionRunner, type ProjectionRunner, type ProjectionTarget } from './runner.js';
+
+/** The header naming the events-stream position a notification was derived from. */
+export const SourceSequenceHeader = 'Obey-Source-Sequence';
+
+/** A notification to publish for an event. */
+export interface Notification {
+  readonly definition: MessageDefinition<TSchema>;
+  readonly data: unknown;
+}
+
+export interface RelayOptions {
+  readonly nats: Nats;
+  readonly names: ServiceNames;
+  readonly leases: Leases;
+  readonly instanceId: string;
+  readonly log: Logger;
+  /** The events the relay reads; others pass by. */
+  readonly events: readonly MessageDefinition<TSchema>[];
+  /** The public notification an event gives, or null: domain events stay private. */
+  toNotification(event: StoredEvent): Notification | null;
+}
+
+/**
+ * Publishes a service's public notifications from its own events stream: the events stream is
+ * the outbox, so a crash between an append and its notification loses nothing. Each
+ * notification's `Nats-Msg-Id` is `<stream>:<sequence>` of its source event, so republishing
+ * after a crash stores it once; and the relay restarts after the source of the last
+ * notification it published, so nothing is published twice even past the duplicate window.
+ */
+export function createNotificationRelay(opts: RelayOptions): ProjectionRunner {
+  const { nats, names } = opts;
+  const target: ProjectionTarget = {
+    watchCheckpoint: false,
+    async checkpoint() {
+      const info = await nats.jsm.streams.info(names.notificationsStream);
+      if (info.state.messages === 0) return 0;
+      const last = await nats.jsm.streams.getMessage(names.notificationsStream, { seq: info.state.last_seq });
+      return Number(last?.header.get(SourceSequenceHeader) ?? 0);
+    },
+    async apply(events) {
+      const acks: Promise<unknown>[] = [];
+      for (const e of events) {
+        const n = opts.toNotification(e);
+        if (n === null) continue;
+        const def = n.definition;
+        if (def.subject === undefined) throw new Error(`${def.type} has no subject`);
+        if (!def.validator.check(n.data)) {
+          throw new InvalidMessageError(`relay made an invalid ${def.type} from ${e.type}`, def.validator.issues(n.data));
+        }
+        const msgID = `${names.eventsStream}:${e.position}`;
+        // Published in order without waiting for each acknowledgement: the server stores them
+        // in the order it receives them.
+        acks.push(
+          nats.js.publish(def.subject, JSON.stringify(n.data), {
+            msgID,
+            expect: { streamName: names.notificationsStream },
+            headers: encodeHeaders(
+              {
+                type: def.type,
+                version: def.version,
+                correlationId: e.meta.correlationId,
+                causationId: msgID,
+                traceparent: e.meta.traceparent,
+              },
+              { [SourceSequenceHeader]: String(e.position) },
+            ),
+          }),
+        );
+      }
+      await Promise.all(acks);
+    },
+    async healthy() {
+      return !nats.nc.isClosed();
+    },
+  };
+  return createProjectionRunner({
+    nats,
+    names,
+    leases: opts.leases,
+    instanceId: opts.instanceId,
+    log: opts.log,
+    target,
+    source: {
+      name: `${names.service}-notification-relay`,
+      description: `${names.service}: relays public notifications from ${names.eventsStream} to ${names.notificationsStream}.`,
+      stream: names.eventsStream,
+      events: opts.events,
+    },
+  });
+}

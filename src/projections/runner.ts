@@ -1,0 +1,314 @@
+import { AckPolicy, DeliverPolicy, JetStreamApiError, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
+import { nanos } from '@nats-io/nats-core';
+import type { Logger } from 'pino';
+import type { TSchema } from 'typebox';
+import type { MessageDefinition } from '../../schemas/message.js';
+import { parkMessage } from '../eventstore/dead-letters.js';
+import { InvalidMessageError } from '../eventstore/errors.js';
+import type { Lease, Leases } from '../eventstore/leases.js';
+import type { Nats } from '../eventstore/nats.js';
+import { toStoredEvent, type StoredEvent } from '../eventstore/store.js';
+import type { ServiceNames } from '../eventstore/streams.js';
+
+/**
+ * Where a projection writes. `apply` must store the events' effects and the checkpoint
+ * `upTo` atomically, skipping events at or below the stored checkpoint: that is what makes a
+ * redelivered event change nothing.
+ */
+export interface ProjectionTarget {
+  /** The position of the last event applied (0 when none, or when the store lost its data). */
+  checkpoint(): Promise<number>;
+  apply(events: readonly StoredEvent[], upTo: number): Promise<void>;
+  /** Whether the store answers at all: failures while it is down are an outage, not poison. */
+  healthy(): Promise<boolean>;
+  /**
+   * Whether the runner should watch the checkpoint and replay when it falls back (a Redis
+   * flushed, a schema dropped). Default true.
+   */
+  readonly watchCheckpoint?: boolean;
+}
+
+/** The JetStream side of a projection: which stream it follows and its durable consumer. */
+export interface ProjectionSource {
+  /** The durable consumer's name; also the lease key and the dead-letter subject token. */
+  readonly name: string;
+  readonly description: string;
+  readonly stream: string;
+  /** One filter subject (nats-server 2.9 knows no more); all of the stream when absent. */
+  readonly filterSubject?: string | undefined;
+  /** The message types this projection handles; others are passed over. */
+  readonly events: readonly MessageDefinition<TSchema>[];
+}
+
+export interface ProjectionStatus {
+  readonly name: string;
+  readonly leader: boolean;
+  readonly checkpoint: number;
+  /** Messages not yet delivered plus delivered but not acknowledged (null when unknown). */
+  readonly lag: number | null;
+}
+
+export interface ProjectionRunner {
+  readonly name: string;
+  start(): void;
+  stop(): Promise<void>;
+  status(): Promise<ProjectionStatus>;
+  /** Waits (bounded) until the read model has applied `position`; false on timeout. */
+  waitForPosition(position: number, timeoutMs: number): Promise<boolean>;
+}
+
+export interface ProjectionRunnerOptions {
+  readonly nats: Nats;
+  /** The service that owns the projection: its dead-letter stream receives parked messages. */
+  readonly names: ServiceNames;
+  readonly leases: Leases;
+  readonly instanceId: string;
+  readonly source: ProjectionSource;
+  readonly target: ProjectionTarget;
+  readonly log: Logger;
+  readonly batchSize?: number;
+  /** Attempts of one failing event, while its store is healthy, before it is parked. */
+  readonly maxAttempts?: number;
+  readonly retryDelayMs?: { readonly initial: number; readonly max: number };
+  /** How often the runner checks that its store still has its checkpoint (e.g. Redis flushed). */
+  readonly checkpointCheckMs?: number;
+}
+
+/**
+ * Runs a projection: one instance at a time (a lease), a durable pull consumer positioned at
+ * the target's checkpoint each time the lease is won, micro-batches applied in order, poison
+ * messages retried with backoff and then parked, a deleted consumer recreated.
+ */
+export function createProjectionRunner(opts: ProjectionRunnerOptions): ProjectionRunner {
+  const { nats, names, source, target } = opts;
+  const log = opts.log.child({ projection: source.name, stream: source.stream });
+  const batchSize = opts.batchSize ?? 500;
+  const maxAttempts = opts.maxAttempts ?? 5;
+  const delays = opts.retryDelayMs ?? { initial: 100, max: 5_000 };
+  const checkEvery = opts.checkpointCheckMs ?? 2_000;
+  const catalog = new Map(source.events.map((d) => [d.type, d]));
+  let stopped = false;
+  let lease: Lease | undefined;
+  let running: Promise<void> | undefined;
+  let current: ConsumerMessages | undefined;
+  let committed = 0;
+  const waiters = new Set<() => void>();
+
+  const notify = () => {
+    for (const w of waiters) w();
+  };
+
+  async function resetConsumer(checkpoint: number): Promise<void> {
+    await nats.jsm.consumers.delete(source.stream, source.name).catch((err: unknown) => {
+      if (!(err instanceof JetStreamApiError && err.code === 10014)) throw err;
+    });
+    await nats.jsm.consumers.add(source.stream, {
+      durable_name: source.name,
+      description: source.description,
+      ...(source.filterSubject === undefined ? {} : { filter_subject: source.filterSubject }),
+      ...(checkpoint === 0
+        ? { deliver_policy: DeliverPolicy.All }
+        : { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: checkpoint + 1 }),
+      ack_policy: AckPolicy.All,
+      ack_wait: nanos(60_000),
+      max_ack_pending: batchSize * 4,
+    });
+  }
+
+  async function park(m: JsMsg, error: string): Promise<void> {
+    log.error({ seq: m.seq, subject: m.subject, error }, 'message parked');
+    await retryForever(() => parkMessage(nats, names, { consumer: source.name, msg: m, error }), 'park');
+  }
+
+  /** Retries an infrastructure step until it works or the runner stops. */
+  async function retryForever<T>(step: () => Promise<T>, what: string): Promise<T> {
+    for (let delay = delays.initial; ; delay = Math.min(delays.max, delay * 2)) {
+      try {
+        return await step();
+      } catch (err) {
+        if (stopped) throw err;
+        log.warn({ err, step: what }, 'projection step failed, retrying');
+        await sleep(delay);
+      }
+    }
+  }
+
+  /** Applies one event (or none, to move the checkpoint) until it works, or parks it. */
+  async function applyOne(m: JsMsg | undefined, event: StoredEvent | undefined, upTo: number, keepAlive: () => void) {
+    let attempts = 0;
+    for (let delay = delays.initial; ; delay = Math.min(delays.max, delay * 2)) {
+      try {
+        await target.apply(event === undefined ? [] : [event], upTo);
+        return;
+      } catch (err) {
+        if (stopped) throw err;
+        keepAlive();
+        // While the store is down nothing is poison: wait for it.
+        if (await target.healthy().catch(() => false)) attempts++;
+        if (attempts >= maxAttempts && m !== undefined) {
+          await park(m, errorText(err));
+          await retryForever(() => target.apply([], upTo), 'skip parked');
+          return;
+        }
+        log.warn({ err, seq: upTo, attempts }, 'apply failed, retrying');
+        await sleep(delay);
+      }
+    }
+  }
+
+  async function processBatch(msgs: JsMsg[]): Promise<void> {
+    const keepAlive = () => {
+      for (const m of msgs) m.working();
+    };
+    const events: { m: JsMsg; e: StoredEvent }[] = [];
+    for (const m of msgs) {
+      try {
+        const e = toStoredEvent(m);
+        const def = catalog.get(e.type);
+        if (def === undefined) continue;
+        if (!def.validator.check(e.data)) throw new InvalidMessageError(`invalid ${e.type}`, def.validator.issues(e.data));
+        events.push({ m, e });
+      } catch (err) {
+        if (!(err instanceof InvalidMessageError)) throw err;
+        await park(m, err.message);
+      }
+    }
+    const last = msgs[msgs.length - 1];
+    if (last === undefined) return;
+    const upTo = last.seq;
+    try {
+      await target.apply(
+        events.map((x) => x.e),
+        upTo,
+      );
+    } catch (err) {
+      if (stopped) throw err;
+      log.warn({ err, from: msgs[0]?.seq, upTo }, 'batch failed, applying its events one by one');
+      for (const { m, e } of events) await applyOne(m, e, e.position, keepAlive);
+      await applyOne(undefined, undefined, upTo, keepAlive);
+    }
+    last.ack();
+    committed = upTo;
+    notify();
+  }
+
+  async function consumeWhileLeader(): Promise<void> {
+    const checkpoint = await retryForever(() => target.checkpoint(), 'read checkpoint');
+    committed = checkpoint;
+    await resetConsumer(checkpoint);
+    log.info({ checkpoint }, 'projection consuming');
+    const consumer = await nats.js.consumers.get(source.stream, source.name);
+    const iter = await consumer.consume({ max_messages: batchSize * 2 });
+    current = iter;
+    const stopIter = () => iter.stop();
+    lease?.onLost(stopIter);
+    void (async () => {
+      for await (const s of iter.status()) {
+        if (s.type === 'consumer_deleted' || s.type === 'consumer_not_found') {
+          log.warn({ status: s.type }, 'consumer gone, recreating it');
+          iter.stop();
+        }
+      }
+    })();
+    const watchdog = setInterval(() => {
+      if (target.watchCheckpoint === false) return;
+      target
+        .checkpoint()
+        .then((cp) => {
+          if (cp < committed) {
+            log.warn({ checkpoint: cp, committed }, 'read model lost its data, replaying');
+            committed = cp;
+            iter.stop();
+          }
+        })
+        .catch(() => undefined);
+    }, checkEvery);
+    try {
+      let batch: JsMsg[] = [];
+      for await (const m of iter) {
+        batch.push(m);
+        if (batch.length >= batchSize || iter.getPending() === 0) {
+          const b = batch;
+          batch = [];
+          await processBatch(b);
+        }
+        if (stopped || lease?.held === false) break;
+      }
+    } finally {
+      clearInterval(watchdog);
+      iter.stop();
+      current = undefined;
+    }
+  }
+
+  async function run(): Promise<void> {
+    lease = opts.leases.lease(`projection.${source.name}`, opts.instanceId);
+    while (!stopped) {
+      if (!lease.held && !(await lease.acquired())) return;
+      if (!lease.held) {
+        // Lost before we started: wait for the next acquisition.
+        await sleep(delays.initial);
+        continue;
+      }
+      try {
+        await consumeWhileLeader();
+      } catch (err) {
+        if (!stopped) {
+          log.error({ err }, 'projection consumer failed, restarting');
+          await sleep(delays.max);
+        }
+      }
+    }
+  }
+
+  return {
+    name: source.name,
+    start() {
+      if (running === undefined) running = run();
+    },
+    async stop() {
+      stopped = true;
+      current?.stop();
+      await lease?.release();
+      await running?.catch(() => undefined);
+      notify();
+    },
+    async status() {
+      const checkpoint = await target.checkpoint();
+      let lag: number | null = null;
+      try {
+        const ci = await nats.jsm.consumers.info(source.stream, source.name);
+        lag = ci.num_pending + ci.num_ack_pending;
+      } catch {
+        lag = null;
+      }
+      return { name: source.name, leader: lease?.held ?? false, checkpoint, lag };
+    },
+    async waitForPosition(position, timeoutMs) {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        if ((await target.checkpoint()) >= position) return true;
+        const left = deadline - Date.now();
+        if (left <= 0 || stopped) return false;
+        // Woken by a local commit, or polling: the leader may be another instance.
+        await new Promise<void>((resolve) => {
+          const done = () => {
+            clearTimeout(t);
+            waiters.delete(done);
+            resolve();
+          };
+          const t = setTimeout(done, Math.min(left, 25));
+          waiters.add(done);
+        });
+      }
+    },
+  };
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
