@@ -1,6 +1,8 @@
 import { Type } from 'typebox';
-import { defineMessage } from '../../../schemas/message.js';
+import { defineMessage, Uuid } from '../../../schemas/message.js';
+import { defineCommandHandler } from '../commands.js';
 import { defineAggregate, type Decider } from '../decider.js';
+import type { ServiceNames } from '../streams.js';
 import { DomainError } from '../errors.js';
 
 /**
@@ -89,4 +91,44 @@ export const ledgerAccount = defineAggregate({
 
 function assertNever(x: never): never {
   throw new Error(`unexpected ${JSON.stringify(x)}`);
+}
+
+/** The ledger's commands and their handlers, on the subjects of a (test) service. */
+export function ledgerCommands(names: ServiceNames) {
+  const OpenAccount = defineMessage({
+    type: 'LedgerOpenAccountCommand',
+    subject: names.commandSubject('open-account'),
+    schema: Type.Object({ accountId: Uuid(), owner: Type.String({ minLength: 1 }) }, { additionalProperties: false }),
+  });
+  const Credit = defineMessage({
+    type: 'LedgerCreditCommand',
+    subject: names.commandSubject('credit'),
+    schema: Type.Object({ accountId: Uuid(), amount: Type.Integer({ minimum: 1 }) }, { additionalProperties: false }),
+  });
+  const Debit = defineMessage({
+    type: 'LedgerDebitCommand',
+    subject: names.commandSubject('debit'),
+    schema: Type.Object({ accountId: Uuid(), amount: Type.Integer({ minimum: 1 }) }, { additionalProperties: false }),
+  });
+  const handlers = [
+    defineCommandHandler({
+      command: OpenAccount,
+      aggregate: ledgerAccount,
+      aggregateId: (b) => b.accountId,
+      toCommand: (b): LedgerCommand => ({ type: 'open', accountId: b.accountId, owner: b.owner }),
+    }),
+    defineCommandHandler({
+      command: Credit,
+      aggregate: ledgerAccount,
+      aggregateId: (b) => b.accountId,
+      toCommand: (b): LedgerCommand => ({ type: 'credit', accountId: b.accountId, amount: b.amount }),
+    }),
+    defineCommandHandler({
+      command: Debit,
+      aggregate: ledgerAccount,
+      aggregateId: (b) => b.accountId,
+      toCommand: (b): LedgerCommand => ({ type: 'debit', accountId: b.accountId, amount: b.amount }),
+    }),
+  ];
+  return { OpenAccount, Credit, Debit, handlers };
 }

@@ -1,0 +1,202 @@
+import { nanos } from '@nats-io/nats-core';
+import type { KV } from '@nats-io/kv';
+import { v4 as uuidv4 } from 'uuid';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  commandIdFromIdempotencyKey,
+  createCommandProcessor,
+  createCommandSender,
+  openCommandResults,
+  type CommandProcessor,
+  type CommandSender,
+} from './commands.js';
+import { listDeadLetters } from './dead-letters.js';
+import { encodeHeaders } from './headers.js';
+import { connectNats, type Nats } from './nats.js';
+import { createAggregateRepository } from './repository.js';
+import { createJetStreamEventStore, type EventStore } from './store.js';
+import { ledgerAccount, ledgerCommands } from './testing/ledger.js';
+import { freshService, NATS_URL, openKv, testLog, type TestService } from './testing/nats.js';
+
+const trace = () => ({ correlationId: uuidv4() });
+
+describe('command bus', () => {
+  let t: TestService;
+  let store: EventStore;
+  let results: KV;
+  let sender: CommandSender;
+  let cmds: ReturnType<typeof ledgerCommands>;
+  const processors: CommandProcessor[] = [];
+  const connections: Nats[] = [];
+
+  /** A handler instance on a connection of its own, as another process would have. */
+  async function startInstance(): Promise<CommandProcessor> {
+    const nats = await connectNats({ url: NATS_URL, name: 'handler-instance' });
+    connections.push(nats);
+    const p = createCommandProcessor({
+      nats,
+      names: t.names,
+      store: createJetStreamEventStore({ nats, names: t.names }),
+      results: await openCommandResults(nats, t.names),
+      snapshots: await openKv(nats, t.names.snapshotsBucket),
+      handlers: cmds.handlers,
+      log: testLog,
+      retryDelayMs: { initial: 20, max: 200 },
+    });
+    await p.start();
+    processors.push(p);
+    return p;
+  }
+
+  async function eventsOf(accountId: string) {
+    const out = [];
+    for await (const e of store.read('account', accountId)) out.push(e);
+    return out;
+  }
+
+  async function openAccount(): Promise<string> {
+    const accountId = uuidv4();
+    const r = await sender.send(cmds.OpenAccount, { accountId, owner: 'ann' }, { trace: trace() });
+    expect(r.status).toBe('succeeded');
+    return accountId;
+  }
+
+  beforeAll(async () => {
+    t = await freshService();
+    // A short duplicate window, so that "beyond the window" takes a second, not two minutes.
+    const info = await t.nats.jsm.streams.info(t.names.commandsStream);
+    await t.nats.jsm.streams.update(t.names.commandsStream, { ...info.config, duplicate_window: nanos(1_000) });
+    store = createJetStreamEventStore({ nats: t.nats, names: t.names });
+    results = await openCommandResults(t.nats, t.names);
+    sender = createCommandSender(t.nats, { timeoutMs: 5_000 });
+    cmds = ledgerCommands(t.names);
+    await startInstance();
+    await startInstance();
+  });
+
+  afterAll(async () => {
+    for (const p of processors) await p.stop();
+    for (const c of connections) await c.nc.drain();
+    await t.cleanup();
+  });
+
+  it('runs a command and answers with the position of its event', async () => {
+    const accountId = uuidv4();
+    const correlationId = uuidv4();
+    const r = await sender.send(cmds.OpenAccount, { accountId, owner: 'ann' }, { trace: { correlationId } });
+    expect(r).toMatchObject({ status: 'succeeded', aggregateId: accountId, event: 'LedgerAccountOpened' });
+    const events = await eventsOf(accountId);
+    expect(events).toHaveLength(1);
+    expect(r.status === 'succeeded' && r.position).toBe(events[0]?.position);
+    expect(events[0]?.meta).toMatchObject({ correlationId, causationId: r.commandId });
+  });
+
+  it('applies 100 concurrent commands on one aggregate exactly once each, with no lost update', async () => {
+    const accountId = await openAccount();
+    const outcomes = await Promise.all(
+      Array.from({ length: 100 }, (_, i) => sender.send(cmds.Credit, { accountId, amount: i + 1 }, { trace: trace(), timeoutMs: 30_000 })),
+    );
+    expect(outcomes.filter((o) => o.status === 'succeeded')).toHaveLength(100);
+    const events = await eventsOf(accountId);
+    expect(events).toHaveLength(101);
+    const causes = new Set(events.map((e) => e.meta.causationId));
+    expect(causes.size).toBe(101);
+    const repo = createAggregateRepository({ store, aggregate: ledgerAccount, log: testLog });
+    const { state } = await repo.load(accountId);
+    expect(state).toEqual({ status: 'open', owner: 'ann', balance: 5050, movements: 100 });
+  });
+
+  it('gives a duplicated command (same id) within the duplicate window one effect and the first result', async () => {
+    const accountId = await openAccount();
+    const commandId = uuidv4();
+    const first = await sender.send(cmds.Credit, { accountId, amount: 7 }, { commandId, trace: trace() });
+    const second = await sender.send(cmds.Credit, { accountId, amount: 7 }, { commandId, trace: trace() });
+    expect(second).toEqual(first);
+    expect(await eventsOf(accountId)).toHaveLength(2);
+  });
+
+  it('gives a duplicated command beyond the duplicate window one effect and the first result', async () => {
+    const accountId = await openAccount();
+    const commandId = uuidv4();
+    const first = await sender.send(cmds.Credit, { accountId, amount: 7 }, { commandId, trace: trace() });
+    await new Promise((r) => setTimeout(r, 1_500));
+    const again = await sender.send(cmds.Credit, { accountId, amount: 7 }, { commandId, trace: trace() });
+    expect(again).toEqual(first);
+    expect(await eventsOf(accountId)).toHaveLength(2);
+  });
+
+  it('recognises a command whose event was appended but whose result was never stored', async () => {
+    const accountId = await openAccount();
+    const commandId = uuidv4();
+    const first = await sender.send(cmds.Credit, { accountId, amount: 3 }, { commandId, trace: trace() });
+    // As if the handler died between the append and storing the result.
+    await results.purge(commandId);
+    await new Promise((r) => setTimeout(r, 1_500));
+    // A fresh instance has no cached state: it must find the command in the aggregate's events.
+    for (const p of processors.splice(0)) await p.stop();
+    await startInstance();
+    const again = await sender.send(cmds.Credit, { accountId, amount: 3 }, { commandId, trace: trace() });
+    expect(again).toMatchObject({ status: 'succeeded', position: first.status === 'succeeded' ? first.position : -1 });
+    expect(await eventsOf(accountId)).toHaveLength(2);
+    await startInstance();
+  });
+
+  it('returns a domain rejection with its code, and the same rejection on a retry', async () => {
+    const accountId = await openAccount();
+    const commandId = uuidv4();
+    const r = await sender.send(cmds.Debit, { accountId, amount: 10 }, { commandId, trace: trace() });
+    expect(r).toMatchObject({ status: 'rejected', error: { code: 'insufficient-funds', kind: 'conflict', details: { balance: 0 } } });
+    await sender.send(cmds.Credit, { accountId, amount: 50 }, { trace: trace() });
+    // The retry gets the first answer even though the debit would now pass: no second effect.
+    expect(await sender.send(cmds.Debit, { accountId, amount: 10 }, { commandId, trace: trace() })).toEqual(r);
+    expect(await eventsOf(accountId)).toHaveLength(2);
+  });
+
+  it('refuses an idempotency key reused for a different command', async () => {
+    const accountId = await openAccount();
+    const commandId = commandIdFromIdempotencyKey('client-key-1', 'user-1');
+    expect(commandIdFromIdempotencyKey('client-key-1', 'user-2')).not.toBe(commandId);
+    await sender.send(cmds.Credit, { accountId, amount: 5 }, { commandId, trace: trace() });
+    await new Promise((r) => setTimeout(r, 1_500));
+    const r = await sender.send(cmds.Credit, { accountId, amount: 6 }, { commandId, trace: trace() });
+    expect(r).toMatchObject({ status: 'rejected', error: { code: 'idempotency-key-reused', kind: 'conflict' } });
+    expect(await eventsOf(accountId)).toHaveLength(2);
+  });
+
+  it('parks a malformed command in the dead-letter stream with its reason and answers the sender', async () => {
+    const commandId = uuidv4();
+    const sub = t.nats.nc.subscribe(t.names.commandResultSubject(commandId), { max: 1 });
+    await t.nats.js.publish(cmds.Credit.subject!, JSON.stringify({ accountId: 'not-a-uuid', amount: -1 }), {
+      msgID: commandId,
+      headers: encodeHeaders({ type: cmds.Credit.type, version: 1, correlationId: 'c', causationId: undefined, traceparent: undefined }),
+    });
+    for await (const m of sub) {
+      expect(JSON.parse(new TextDecoder().decode(m.data))).toMatchObject({ status: 'rejected', error: { code: 'invalid-command', kind: 'invalid' } });
+    }
+    const parked = await listDeadLetters(t.nats, t.names);
+    const mine = parked.find((d) => d.origin.subject === cmds.Credit.subject && d.error.includes('/accountId'));
+    expect(mine).toMatchObject({ consumer: `${t.names.service}-command-handlers`, origin: { stream: t.names.commandsStream } });
+    // The handlers go on.
+    await openAccount();
+  });
+
+  it('parks a message that is not JSON and goes on', async () => {
+    await t.nats.js.publish(cmds.Credit.subject!, 'not json{', {
+      msgID: uuidv4(),
+      headers: encodeHeaders({ type: cmds.Credit.type, version: 1, correlationId: 'c', causationId: undefined, traceparent: undefined }),
+    });
+    await expect.poll(async () => (await listDeadLetters(t.nats, t.names)).some((d) => d.error.includes('not JSON')), { timeout: 5_000 }).toBe(true);
+    await openAccount();
+  });
+
+  it('answers pending when no handler answers in time, and the command is handled once one runs', async () => {
+    for (const p of processors.splice(0)) await p.stop();
+    const accountId = uuidv4();
+    const r = await sender.send(cmds.OpenAccount, { accountId, owner: 'bo' }, { trace: trace(), timeoutMs: 200 });
+    expect(r).toEqual({ status: 'pending', commandId: expect.any(String) });
+    expect(await sender.result(t.names.service, r.commandId)).toBeUndefined();
+    await startInstance();
+    await expect.poll(() => sender.result(t.names.service, r.commandId), { timeout: 10_000 }).toMatchObject({ status: 'succeeded', aggregateId: accountId });
+    expect(await eventsOf(accountId)).toHaveLength(1);
+  });
+});
