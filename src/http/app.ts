@@ -1,0 +1,178 @@
+import { Ajv, type Options as AjvOptions } from 'ajv';
+import addFormats from 'ajv-formats';
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { Logger } from 'pino';
+import { v4 as uuidv4, validate as isUuid } from 'uuid';
+import type { ErrorBody, ErrorKind } from '../../schemas/platform.js';
+import type { CommandOutcome } from '../eventstore/commands.js';
+import { DomainError, STATUS_OF_KIND } from '../eventstore/errors.js';
+
+/** Headers of the read-your-writes protocol (DESIGN.md §3). */
+export const PositionHeader = 'obey-position';
+export const MinPositionHeader = 'obey-min-position';
+
+export interface AppOptions {
+  readonly log: Logger;
+  /** Largest accepted request body, in bytes. */
+  readonly bodyLimit?: number;
+}
+
+/**
+ * A fastify instance with ObeyForum's conventions: errors as RFC 9457 problem+json with a
+ * stable `code`, request ids from `X-Request-Id` (or fresh), correlation ids passed on. It never
+ * listens by itself, so tests use `inject`.
+ */
+export function buildApp(opts: AppOptions): FastifyInstance {
+  const app = Fastify({
+    loggerInstance: opts.log as FastifyBaseLogger,
+    bodyLimit: opts.bodyLimit ?? 64 * 1024,
+    requestIdHeader: 'x-request-id',
+    genReqId: () => uuidv4(),
+  });
+
+  // Bodies are checked strictly: a wrong type is an error, not coerced, and unknown properties
+  // are refused rather than dropped. Query strings and path parameters are text and are coerced.
+  const strict = createAjv({ coerceTypes: false, removeAdditional: false });
+  const coercing = createAjv({ coerceTypes: 'array', removeAdditional: false });
+  app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? strict : coercing).compile(schema));
+
+  app.addHook('onRequest', async (request, reply) => {
+    void reply.header('x-request-id', request.id);
+  });
+
+  app.setNotFoundHandler((request, reply) => {
+    void problem(reply, request, 404, { code: 'route-not-found', kind: 'not-found', message: `no route ${request.method} ${request.url}` });
+  });
+
+  app.setErrorHandler((err: FastifyError | DomainError | Error, request, reply) => {
+    if (err instanceof DomainError) return problem(reply, request, STATUS_OF_KIND[err.kind], err.toBody());
+    const fe = err as FastifyError;
+    if (fe.validation !== undefined) {
+      return problem(reply, request, 400, {
+        code: 'invalid-request',
+        kind: 'invalid',
+        message: err.message,
+        details: { issues: fe.validation.map((v) => ({ path: v.instancePath === '' ? '/' : v.instancePath, message: v.message ?? 'invalid' })) },
+      });
+    }
+    const status = fe.statusCode ?? 500;
+    if (status >= 400 && status < 500) {
+      return problem(reply, request, status, { code: fastifyCode(fe), kind: kindOfStatus(status), message: err.message });
+    }
+    request.log.error({ err }, 'request failed');
+    return problem(reply, request, status >= 500 ? status : 500, { code: 'internal', kind: 'internal', message: 'internal error' });
+  });
+
+  return app;
+}
+
+function createAjv(options: AjvOptions): Ajv {
+  const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: false, ...options });
+  addFormats.default(ajv);
+  return ajv;
+}
+
+/** Sends a problem+json answer. */
+export function problem(reply: FastifyReply, request: FastifyRequest, status: number, body: ErrorBody): FastifyReply {
+  return reply
+    .code(status)
+    .type('application/problem+json')
+    .send({ type: `about:blank`, title: body.message, status, instance: request.url, ...body });
+}
+
+/** The correlation id of a request: the client's `Correlation-Id` when it is a UUID, else the request id. */
+export function correlationIdOf(request: FastifyRequest): string {
+  const given = request.headers['correlation-id'];
+  return typeof given === 'string' && isUuid(given) ? given : request.id;
+}
+
+/**
+ * Answers a command's outcome: 200 (or `createdStatus`) with the position as body and
+ * `Obey-Position` header; the domain error as problem+json; or 202 Accepted with the command
+ * id and a status URL when the handler did not answer in time.
+ */
+export function replyWithOutcome(
+  reply: FastifyReply,
+  request: FastifyRequest,
+  outcome: CommandOutcome,
+  opts: { statusUrl: (commandId: string) => string; createdStatus?: number; body?: Record<string, unknown> },
+): FastifyReply {
+  switch (outcome.status) {
+    case 'succeeded': {
+      if (outcome.position !== null) void reply.header('obey-position', String(outcome.position));
+      return reply.code(opts.createdStatus ?? 200).send({
+        ...opts.body,
+        commandId: outcome.commandId,
+        id: outcome.aggregateId,
+        position: outcome.position,
+      });
+    }
+    case 'rejected':
+      return problem(reply, request, STATUS_OF_KIND[outcome.error.kind], outcome.error);
+    case 'pending':
+      return reply
+        .code(202)
+        .header('location', opts.statusUrl(outcome.commandId))
+        .send({ commandId: outcome.commandId, status: 'pending', statusUrl: opts.statusUrl(outcome.commandId) });
+    default:
+      return assertNever(outcome);
+  }
+}
+
+/**
+ * The position a query asks its read model to have reached (`Obey-Min-Position`), or
+ * undefined; a malformed value is a 400.
+ */
+export function minPositionOf(request: FastifyRequest): number | undefined {
+  const raw = request.headers[MinPositionHeader];
+  if (raw === undefined) return undefined;
+  const n = Number(raw);
+  if (typeof raw !== 'string' || !Number.isSafeInteger(n) || n < 0) {
+    throw new DomainError('invalid-min-position', 'invalid', `${MinPositionHeader} must be a non-negative integer`);
+  }
+  return n;
+}
+
+/**
+ * Waits (bounded) until a read model has reached the position the query asks for; answers
+ * 503 with `Retry-After` if it does not get there in time.
+ */
+export async function awaitReadModel(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  waitForPosition: (position: number, timeoutMs: number) => Promise<boolean>,
+  timeoutMs: number,
+): Promise<void> {
+  const position = minPositionOf(request);
+  if (position === undefined) return;
+  if (!(await waitForPosition(position, timeoutMs))) {
+    void reply.header('retry-after', '1');
+    throw new DomainError('read-model-behind', 'unavailable', `the read model has not reached position ${position} yet`);
+  }
+}
+
+function fastifyCode(err: FastifyError): string {
+  switch (err.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return 'body-too-large';
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return 'unsupported-media-type';
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+      return 'malformed-json';
+    default:
+      return err.code !== undefined ? err.code.toLowerCase().replace(/^fst_err_/, '').replaceAll('_', '-') : 'bad-request';
+  }
+}
+
+function kindOfStatus(status: number): ErrorKind {
+  if (status === 401) return 'unauthorized';
+  if (status === 403) return 'forbidden';
+  if (status === 404) return 'not-found';
+  if (status === 409) return 'conflict';
+  return 'invalid';
+}
+
+function assertNever(x: never): never {
+  throw new Error(`unexpected ${JSON.stringify(x)}`);
+}

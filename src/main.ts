@@ -1,0 +1,74 @@
+import { loadConfig } from './config.js';
+import { createLogger } from './log.js';
+import { connectNats } from './eventstore/nats.js';
+import { createServiceRuntime, type ServiceRuntime } from './eventstore/service-runtime.js';
+import { buildApp } from './http/app.js';
+
+const SERVICES = ['auth', 'content', 'alerts', 'mailing'] as const;
+type ServiceName = (typeof SERVICES)[number];
+
+/**
+ * The composition root: `node dist/src/main.js [service…]` runs the named services (all of
+ * them by default) in one process behind one HTTP listener, and stops them gracefully on
+ * SIGTERM/SIGINT. Until the services land it runs their platform: streams, buckets, health.
+ */
+async function main(): Promise<void> {
+  const config = loadConfig();
+  const log = createLogger(config.logLevel, { app: 'obeyforum' });
+  const requested = process.argv.slice(2);
+  const unknown = requested.filter((s) => !(SERVICES as readonly string[]).includes(s));
+  if (unknown.length > 0) {
+    log.fatal({ unknown, known: SERVICES }, 'unknown services');
+    process.exit(2);
+  }
+  const services = (requested.length === 0 ? [...SERVICES] : requested) as ServiceName[];
+
+  const nats = await connectNats({
+    url: config.natsUrl,
+    name: `obeyforum:${services.join(',')}`,
+    user: config.natsUser,
+    password: config.natsPassword,
+  });
+  log.info({ server: nats.serverVersion, services }, 'connected to NATS');
+  const runtimes: ServiceRuntime[] = [];
+  for (const s of services) runtimes.push(await createServiceRuntime(nats, s, log));
+
+  const app = buildApp({ log });
+  app.get('/health/live', async () => ({ status: 'ok' }));
+  app.get('/health/ready', async (_request, reply) => {
+    const checks: Record<string, string> = {};
+    try {
+      await nats.nc.rtt();
+      checks.nats = 'ok';
+      for (const r of runtimes) {
+        await nats.jsm.streams.info(r.names.eventsStream);
+        checks[r.names.service] = 'ok';
+      }
+    } catch (err) {
+      checks.error = err instanceof Error ? err.message : String(err);
+      return reply.code(503).send({ status: 'unavailable', checks });
+    }
+    return { status: 'ok', checks };
+  });
+  await app.listen({ port: config.port, host: '0.0.0.0' });
+
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutting down');
+    const force = setTimeout(() => process.exit(1), 15_000);
+    force.unref();
+    await app.close();
+    await nats.nc.drain();
+    log.info('stopped');
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});
