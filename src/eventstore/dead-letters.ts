@@ -1,5 +1,5 @@
 import type { JsMsg } from '@nats-io/jetstream';
-import { headers as natsHeaders } from '@nats-io/nats-core';
+import { headers as natsHeaders, type MsgHdrs } from '@nats-io/nats-core';
 import { Header } from './headers.js';
 import type { Nats } from './nats.js';
 import type { ServiceNames } from './streams.js';
@@ -13,6 +13,8 @@ export const DeadLetterHeader = {
   Error: 'Obey-Dead-Letter-Error',
   Deliveries: 'Obey-Dead-Letter-Deliveries',
   FailedAt: 'Obey-Dead-Letter-Failed-At',
+  /** The original `Nats-Msg-Id` (a command's id), which the parked copy cannot carry as such. */
+  MsgId: 'Obey-Dead-Letter-Msg-Id',
 } as const;
 
 // Headers that would make the parked copy be refused or deduplicated wrongly.
@@ -39,6 +41,8 @@ export async function parkMessage(nats: Nats, names: ServiceNames, input: ParkIn
       for (const v of values) h.append(k, v);
     }
   }
+  const msgId = msg.headers?.get(Header.MsgId);
+  if (msgId !== undefined && msgId !== '') h.set(DeadLetterHeader.MsgId, msgId);
   h.set(DeadLetterHeader.Stream, msg.info.stream);
   h.set(DeadLetterHeader.Subject, msg.subject);
   h.set(DeadLetterHeader.Sequence, String(msg.seq));
@@ -62,6 +66,8 @@ export interface DeadLetter {
   readonly deliveries: number;
   readonly failedAt: string;
   readonly messageType: string | undefined;
+  readonly msgId: string | undefined;
+  readonly headers: MsgHdrs;
   readonly data: Uint8Array;
 }
 
@@ -69,26 +75,58 @@ export interface DeadLetter {
 export async function listDeadLetters(nats: Nats, names: ServiceNames, limit = 100): Promise<DeadLetter[]> {
   const info = await nats.jsm.streams.info(names.deadLettersStream);
   const out: DeadLetter[] = [];
-  let seq = info.state.first_seq;
-  while (out.length < limit && seq <= info.state.last_seq && info.state.messages > 0) {
-    const m = await nats.jsm.streams.getMessage(names.deadLettersStream, { seq }).catch(() => null);
-    seq++;
-    if (m === null) continue;
-    const h = m.header;
-    out.push({
-      sequence: m.seq,
-      consumer: h.get(DeadLetterHeader.Consumer),
-      origin: {
-        stream: h.get(DeadLetterHeader.Stream),
-        subject: h.get(DeadLetterHeader.Subject),
-        sequence: Number(h.get(DeadLetterHeader.Sequence)),
-      },
-      error: h.get(DeadLetterHeader.Error),
-      deliveries: Number(h.get(DeadLetterHeader.Deliveries)),
-      failedAt: h.get(DeadLetterHeader.FailedAt),
-      messageType: h.get(Header.MessageType) || undefined,
-      data: m.data,
-    });
+  if (info.state.messages === 0) return out;
+  for (let seq = info.state.first_seq; out.length < limit && seq <= info.state.last_seq; seq++) {
+    const letter = await readDeadLetter(nats, names, seq);
+    if (letter !== undefined) out.push(letter);
   }
   return out;
+}
+
+/** One parked message, undefined when there is none at that sequence. */
+export async function readDeadLetter(nats: Nats, names: ServiceNames, sequence: number): Promise<DeadLetter | undefined> {
+  const m = await nats.jsm.streams.getMessage(names.deadLettersStream, { seq: sequence });
+  if (m === null) return undefined;
+  const h = m.header;
+  return {
+    sequence: m.seq,
+    consumer: h.get(DeadLetterHeader.Consumer),
+    origin: {
+      stream: h.get(DeadLetterHeader.Stream),
+      subject: h.get(DeadLetterHeader.Subject),
+      sequence: Number(h.get(DeadLetterHeader.Sequence)),
+    },
+    error: h.get(DeadLetterHeader.Error),
+    deliveries: Number(h.get(DeadLetterHeader.Deliveries)),
+    failedAt: h.get(DeadLetterHeader.FailedAt),
+    messageType: h.get(Header.MessageType) || undefined,
+    msgId: h.get(DeadLetterHeader.MsgId) || undefined,
+    headers: h,
+    data: m.data,
+  };
+}
+
+/**
+ * Sends a parked command back to its work queue (with its original command id, so that a
+ * command that did succeed meanwhile is answered from its stored result) and removes it from
+ * the dead-letter stream. Parked events and notifications are not replayed this way: their
+ * consumers reprocess them by a rebuild.
+ */
+export async function replayDeadLetter(nats: Nats, names: ServiceNames, sequence: number): Promise<DeadLetter> {
+  const letter = await readDeadLetter(nats, names, sequence);
+  if (letter === undefined) throw new Error(`no dead letter ${sequence} in ${names.deadLettersStream}`);
+  if (!letter.origin.stream.endsWith('_COMMANDS')) {
+    throw new Error(`dead letter ${sequence} came from ${letter.origin.stream}: only commands are replayed; rebuild the consumer's read model instead`);
+  }
+  const h = natsHeaders();
+  for (const [k, values] of letter.headers) {
+    if (k.toLowerCase().startsWith('obey-dead-letter-')) continue;
+    for (const v of values) h.append(k, v);
+  }
+  await nats.js.publish(letter.origin.subject, letter.data, {
+    headers: h,
+    ...(letter.msgId === undefined ? {} : { msgID: letter.msgId }),
+  });
+  await nats.jsm.streams.deleteMessage(names.deadLettersStream, sequence);
+  return letter;
 }

@@ -81,7 +81,7 @@ export function serviceStreamConfigs(names: ServiceNames): NamedStreamConfig[] {
     },
     {
       name: names.commandsStream,
-      description: `${s}: commands waiting for a ${s} handler (work queue: a command stays until handled). Subjects ${s}.commands.<command>; Nats-Msg-Id is the command id.`,
+      description: `${s}: commands waiting for the ${s} command handlers (work queue: a command stays until handled). Subjects ${s}.commands.<command>; Nats-Msg-Id is the command id.`,
       subjects: [`${s}.commands.>`],
       retention: RetentionPolicy.Workqueue,
       storage: StorageType.File,
@@ -90,7 +90,7 @@ export function serviceStreamConfigs(names: ServiceNames): NamedStreamConfig[] {
     },
     {
       name: names.notificationsStream,
-      description: `${s}: public notifications, derived from ${s}'s events by its relay (Nats-Msg-Id <stream>:<sequence> of the source event). Subjects ${s}.notifications.<name>.`,
+      description: `${s}: public notifications, derived from the ${s} events by the relay (Nats-Msg-Id <stream>:<sequence> of the source event). Subjects ${s}.notifications.<name>.`,
       subjects: [`${s}.notifications.>`],
       retention: RetentionPolicy.Limits,
       storage: StorageType.File,
