@@ -10,7 +10,10 @@ import {
   type CommandProcessor,
   type CommandSender,
 } from './commands.js';
-import { listDeadLetters } from './dead-letters.js';
+import { listDeadLetters, replayDeadLetter } from './dead-letters.js';
+import { defineCommandHandler } from './commands.js';
+import { defineMessage, Uuid } from '../../schemas/message.js';
+import { Type } from 'typebox';
 import { encodeHeaders } from './headers.js';
 import { connectNats, type Nats } from './nats.js';
 import { createAggregateRepository } from './repository.js';
@@ -29,6 +32,17 @@ describe('command bus', () => {
   const processors: CommandProcessor[] = [];
   const connections: Nats[] = [];
 
+  let failing = false;
+  /** A command whose handler fails (as a bug or an outage would) while `failing` is set. */
+  let Flaky: ReturnType<typeof flakyCommand>;
+  function flakyCommand() {
+    return defineMessage({
+      type: 'LedgerFlakyCreditCommand',
+      subject: t.names.commandSubject('flaky-credit'),
+      schema: Type.Object({ accountId: Uuid() }, { additionalProperties: false }),
+    });
+  }
+
   /** A handler instance on a connection of its own, as another process would have. */
   async function startInstance(): Promise<CommandProcessor> {
     const nats = await connectNats({ url: NATS_URL, name: 'handler-instance' });
@@ -39,7 +53,18 @@ describe('command bus', () => {
       store: createJetStreamEventStore({ nats, names: t.names }),
       results: await openCommandResults(nats, t.names),
       snapshots: await openKv(nats, t.names.snapshotsBucket),
-      handlers: cmds.handlers,
+      handlers: [
+        ...cmds.handlers,
+        defineCommandHandler({
+          command: Flaky,
+          aggregate: ledgerAccount,
+          aggregateId: (b) => b.accountId,
+          toCommand: (b) => {
+            if (failing) throw new Error('the lookup service is down');
+            return { type: 'credit' as const, accountId: b.accountId, amount: 1 };
+          },
+        }),
+      ],
       log: testLog,
       retryDelayMs: { initial: 20, max: 200 },
     });
@@ -70,6 +95,7 @@ describe('command bus', () => {
     results = await openCommandResults(t.nats, t.names);
     sender = createCommandSender(t.nats, { timeoutMs: 5_000 });
     cmds = ledgerCommands(t.names);
+    Flaky = flakyCommand();
     await startInstance();
     await startInstance();
   });
@@ -187,6 +213,23 @@ describe('command bus', () => {
     });
     await expect.poll(async () => (await listDeadLetters(t.nats, t.names)).some((d) => d.error.includes('not JSON')), { timeout: 5_000 }).toBe(true);
     await openAccount();
+  });
+
+  it('parks a command that keeps failing after bounded redeliveries, and replays it on demand', async () => {
+    const accountId = await openAccount();
+    failing = true;
+    const r = await sender.send(Flaky, { accountId }, { trace: trace(), timeoutMs: 10_000 });
+    expect(r).toMatchObject({ status: 'rejected', error: { code: 'command-failed', kind: 'internal' } });
+    const parked = (await listDeadLetters(t.nats, t.names)).find((d) => d.msgId === r.commandId);
+    expect(parked).toMatchObject({ deliveries: 5, messageType: 'LedgerFlakyCreditCommand' });
+    expect(parked?.error).toContain('the lookup service is down');
+    expect(await eventsOf(accountId)).toHaveLength(1);
+
+    failing = false;
+    await replayDeadLetter(t.nats, t.names, parked!.sequence);
+    await expect.poll(() => sender.result(t.names.service, r.commandId), { timeout: 10_000 }).toMatchObject({ status: 'succeeded' });
+    expect(await eventsOf(accountId)).toHaveLength(2);
+    expect((await listDeadLetters(t.nats, t.names)).some((d) => d.msgId === r.commandId)).toBe(false);
   });
 
   it('answers pending when no handler answers in time, and the command is handled once one runs', async () => {

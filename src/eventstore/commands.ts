@@ -246,7 +246,7 @@ export function createCommandProcessor(opts: CommandProcessorOptions): CommandPr
   }
 
   async function handle(m: JsMsg): Promise<void> {
-    const commandId = m.headers?.get(Header.MsgId) ?? '';
+    const commandId = m.headers?.get(Header.CommandId) || (m.headers?.get(Header.MsgId) ?? '');
     const mlog = log.child({ seq: m.seq, subject: m.subject, commandId });
     let meta: MessageMeta | undefined;
     try {

@@ -123,9 +123,11 @@ export async function replayDeadLetter(nats: Nats, names: ServiceNames, sequence
     if (k.toLowerCase().startsWith('obey-dead-letter-')) continue;
     for (const v of values) h.append(k, v);
   }
+  if (letter.msgId !== undefined && h.get(Header.CommandId) === '') h.set(Header.CommandId, letter.msgId);
   await nats.js.publish(letter.origin.subject, letter.data, {
     headers: h,
-    ...(letter.msgId === undefined ? {} : { msgID: letter.msgId }),
+    // Not the command id: the stream would drop it as a duplicate within its window.
+    msgID: `replay:${names.deadLettersStream}:${sequence}`,
   });
   await nats.jsm.streams.deleteMessage(names.deadLettersStream, sequence);
   return letter;

@@ -9,6 +9,11 @@ export const Header = {
   CausationId: 'Causation-Id',
   TraceParent: 'traceparent',
   MsgId: 'Nats-Msg-Id',
+  /**
+   * A command's id when `Nats-Msg-Id` cannot be it: a replayed command must get past the
+   * stream's duplicate window, so it travels with a fresh `Nats-Msg-Id` and this header.
+   */
+  CommandId: 'Obey-Command-Id',
 } as const;
 
 /** The envelope of a message: what it is and which conversation it belongs to. */
