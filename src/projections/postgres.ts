@@ -52,8 +52,8 @@ export function createPostgresProjection<DB>(
     async checkpoint() {
       return (await readCheckpointRow(db, schema))?.position ?? 0;
     },
-    async apply(events, upTo) {
-      await applyBatch(db, schema, definition, events, upTo);
+    async apply(events, upTo, committed) {
+      await applyBatch(db, schema, definition, events, upTo, { committed });
     },
     async healthy() {
       try {
@@ -104,18 +104,21 @@ export async function lockProjection(trx: Transaction<any>, name: string): Promi
   await sql`select pg_advisory_xact_lock(hashtext(${`obey-projection:${name}`}))`.execute(trx);
 }
 
-/** Applies events above the schema's checkpoint and moves the checkpoint to `upTo`, atomically. */
+/**
+ * Applies events above the schema's checkpoint and moves the checkpoint to `upTo`, atomically;
+ * writes nothing when the checkpoint is below `committed` (see ProjectionTarget).
+ */
 export async function applyBatch(
   db: Kysely<any>,
   schema: string,
   def: PostgresProjectionDefinition,
   events: readonly StoredEvent[],
   upTo: number,
-  opts: { lockName?: string } = {},
+  opts: { lockName?: string; committed?: number | undefined } = {},
 ): Promise<void> {
   await db.transaction().execute(async (trx) => {
     await lockProjection(trx, opts.lockName ?? def.name);
-    await applyInTransaction(trx, schema, def, events, upTo);
+    await applyInTransaction(trx, schema, def, events, upTo, opts.committed);
   });
 }
 
@@ -125,11 +128,12 @@ export async function applyInTransaction(
   def: PostgresProjectionDefinition,
   events: readonly StoredEvent[],
   upTo: number,
+  committed = 0,
 ): Promise<void> {
   const scoped = trx.withSchema(schema);
   const row = await scoped.selectFrom('obey_checkpoint').select('position').forUpdate().executeTakeFirstOrThrow();
   const checkpoint = Number(row.position);
-  if (upTo <= checkpoint) return;
+  if (upTo <= checkpoint || checkpoint < committed) return;
   const fresh = events.filter((e) => e.position > checkpoint);
   if (fresh.length > 0) await def.apply(scoped, fresh);
   await scoped.updateTable('obey_checkpoint').set({ position: upTo, updated_at: sql`now()` }).execute();

@@ -1,4 +1,4 @@
-import { DeliverPolicy, type JsMsg } from '@nats-io/jetstream';
+import { DeliverPolicy, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
 import { sql, type Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import { toStoredEvent, type StoredEvent } from '../eventstore/store.js';
@@ -68,7 +68,7 @@ export async function rebuildPostgresProjection(opts: RebuildOptions): Promise<R
       const r = await it.next();
       if (r.done === true) throw new Error('rebuild consumer stopped');
       msgs.push(r.value);
-    } while (msgs.length < batchSize && iter.getPending() > 0);
+    } while (msgs.length < batchSize && buffered(iter) > 0);
     return msgs;
   }
 
@@ -94,7 +94,7 @@ export async function rebuildPostgresProjection(opts: RebuildOptions): Promise<R
 
   try {
     // Catch up without blocking the live projection.
-    while (remaining > 0 || iter.getPending() > 0) {
+    while (remaining > 0 || buffered(iter) > 0) {
       const msgs = await nextBatch();
       const events = decode(msgs);
       await db.transaction().execute((trx) => applyInTransaction(trx, building, def, events, position));
@@ -105,7 +105,7 @@ export async function rebuildPostgresProjection(opts: RebuildOptions): Promise<R
       await lockProjection(trx, def.name);
       for (;;) {
         const info = await consumer.info();
-        if (info.num_pending === 0 && iter.getPending() === 0) break;
+        if (info.num_pending === 0 && buffered(iter) === 0) break;
         const msgs = await nextBatch();
         const events = decode(msgs);
         await applyInTransaction(trx, building, def, events, position);
@@ -125,4 +125,13 @@ export async function rebuildPostgresProjection(opts: RebuildOptions): Promise<R
   opts.onProgress?.(done);
   log.info({ projection: def.name, applied, skipped, position, elapsedMs: done.elapsedMs }, 'projection rebuilt');
   return done;
+}
+
+/**
+ * Messages the consumer has received and the loop has not taken yet. Not `getPending()`: in
+ * nats.js 3.4 that also counts the pull requests it queues in the same buffer, so it can stay
+ * above 0 once every message is taken, and the rebuild would wait for an event that never comes.
+ */
+function buffered(iter: ConsumerMessages): number {
+  return iter.getReceived() - iter.getProcessed();
 }

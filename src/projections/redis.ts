@@ -34,14 +34,15 @@ export function createRedisProjection(definition: RedisProjectionDefinition, red
     async checkpoint() {
       return Number((await redis.get(checkpointKey)) ?? 0);
     },
-    async apply(events, upTo) {
+    async apply(events, upTo, committed = 0) {
       // A dedicated connection: WATCH is per connection, and the shared one serves queries.
       const conn = redis.duplicate();
       try {
         for (;;) {
           await conn.watch(checkpointKey);
           const checkpoint = Number((await conn.get(checkpointKey)) ?? 0);
-          if (upTo <= checkpoint) {
+          // Below what the runner committed: the keys were deleted meanwhile (see ProjectionTarget).
+          if (upTo <= checkpoint || checkpoint < committed) {
             await conn.unwatch();
             return;
           }
@@ -67,12 +68,26 @@ export function createRedisProjection(definition: RedisProjectionDefinition, red
       }
     },
     async clear() {
-      let cursor = '0';
-      do {
-        const [next, keys] = await redis.scan(cursor, 'MATCH', `${definition.name}:*`, 'COUNT', 1000);
-        cursor = next;
-        if (keys.length > 0) await redis.unlink(...keys);
-      } while (cursor !== '0');
+      // All keys in one transaction, watched on the checkpoint every batch writes: deleted
+      // piecemeal, keys a batch wrote meanwhile could survive and be applied again by the replay.
+      const conn = redis.duplicate();
+      try {
+        for (;;) {
+          await conn.watch(checkpointKey);
+          const keys: string[] = [];
+          let cursor = '0';
+          do {
+            const [next, found] = await conn.scan(cursor, 'MATCH', `${definition.name}:*`, 'COUNT', 1000);
+            cursor = next;
+            keys.push(...found);
+          } while (cursor !== '0');
+          const tx = conn.multi().del(checkpointKey);
+          for (let i = 0; i < keys.length; i += 1000) tx.unlink(...keys.slice(i, i + 1000));
+          if ((await tx.exec()) !== null) return;
+        }
+      } finally {
+        conn.disconnect();
+      }
     },
   };
 }

@@ -18,7 +18,13 @@ import type { ServiceNames } from '../eventstore/streams.js';
 export interface ProjectionTarget {
   /** The position of the last event applied (0 when none, or when the store lost its data). */
   checkpoint(): Promise<number>;
-  apply(events: readonly StoredEvent[], upTo: number): Promise<void>;
+  /**
+   * `committed` is the checkpoint the runner last saw stored (given when it watches the
+   * checkpoint). A store whose checkpoint is below it has lost data since (a flush): it must
+   * write nothing, as applying the batch over the loss would move the checkpoint past it and
+   * hide it; the runner notices and replays.
+   */
+  apply(events: readonly StoredEvent[], upTo: number, committed?: number): Promise<void>;
   /** Whether the store answers at all: failures while it is down are an outage, not poison. */
   healthy(): Promise<boolean>;
   /**
@@ -94,6 +100,9 @@ export function createProjectionRunner(opts: ProjectionRunnerOptions): Projectio
   let committed = 0;
   const waiters = new Set<() => void>();
 
+  // Only a runner that watches the checkpoint replays what a target refuses after a loss.
+  const guard = () => (target.watchCheckpoint === false ? undefined : committed);
+
   const notify = () => {
     for (const w of waiters) w();
   };
@@ -138,7 +147,7 @@ export function createProjectionRunner(opts: ProjectionRunnerOptions): Projectio
     let attempts = 0;
     for (let delay = delays.initial; ; delay = Math.min(delays.max, delay * 2)) {
       try {
-        await target.apply(event === undefined ? [] : [event], upTo);
+        await target.apply(event === undefined ? [] : [event], upTo, guard());
         return;
       } catch (err) {
         if (stopped) throw err;
@@ -147,7 +156,7 @@ export function createProjectionRunner(opts: ProjectionRunnerOptions): Projectio
         if (await target.healthy().catch(() => false)) attempts++;
         if (attempts >= maxAttempts && m !== undefined) {
           await park(m, errorText(err));
-          await retryForever(() => target.apply([], upTo), 'skip parked');
+          await retryForever(() => target.apply([], upTo, guard()), 'skip parked');
           return;
         }
         log.warn({ err, seq: upTo, attempts }, 'apply failed, retrying');
@@ -180,6 +189,7 @@ export function createProjectionRunner(opts: ProjectionRunnerOptions): Projectio
       await target.apply(
         events.map((x) => x.e),
         upTo,
+        guard(),
       );
     } catch (err) {
       if (stopped) throw err;
@@ -200,8 +210,6 @@ export function createProjectionRunner(opts: ProjectionRunnerOptions): Projectio
     const consumer = await nats.js.consumers.get(source.stream, source.name);
     const iter = await consumer.consume({ max_messages: batchSize * 2 });
     current = iter;
-    const stopIter = () => iter.stop();
-    lease?.onLost(stopIter);
     void (async () => {
       for await (const s of iter.status()) {
         if (s.type === 'consumer_deleted' || s.type === 'consumer_not_found') {
@@ -212,12 +220,14 @@ export function createProjectionRunner(opts: ProjectionRunnerOptions): Projectio
     })();
     const watchdog = setInterval(() => {
       if (target.watchCheckpoint === false) return;
+      // Read before the checkpoint: a batch committed meanwhile must not look like a loss.
+      const before = committed;
       target
         .checkpoint()
         .then((cp) => {
-          if (cp < committed) {
+          if (cp < before) {
+            // `committed` stays: batches still buffered must see the loss and write nothing.
             log.warn({ checkpoint: cp, committed }, 'read model lost its data, replaying');
-            committed = cp;
             iter.stop();
           }
         })
@@ -227,7 +237,7 @@ export function createProjectionRunner(opts: ProjectionRunnerOptions): Projectio
       let batch: JsMsg[] = [];
       for await (const m of iter) {
         batch.push(m);
-        if (batch.length >= batchSize || iter.getPending() === 0) {
+        if (batch.length >= batchSize || buffered(iter) === 0) {
           const b = batch;
           batch = [];
           await processBatch(b);
@@ -243,6 +253,7 @@ export function createProjectionRunner(opts: ProjectionRunnerOptions): Projectio
 
   async function run(): Promise<void> {
     lease = opts.leases.lease(`projection.${source.name}`, opts.instanceId);
+    lease.onLost(() => current?.stop());
     while (!stopped) {
       if (!lease.held && !(await lease.acquired())) return;
       if (!lease.held) {
@@ -303,6 +314,15 @@ export function createProjectionRunner(opts: ProjectionRunnerOptions): Projectio
       }
     },
   };
+}
+
+/**
+ * Messages the consumer has received and the loop has not taken yet. Not `getPending()`: in
+ * nats.js 3.4 that also counts the pull requests it queues in the same buffer, so it can stay
+ * above 0 once every message is taken, and a partial batch would wait for the next event.
+ */
+function buffered(iter: ConsumerMessages): number {
+  return iter.getReceived() - iter.getProcessed();
 }
 
 function errorText(err: unknown): string {
