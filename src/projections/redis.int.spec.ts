@@ -20,13 +20,20 @@ describe('Redis projection', () => {
   beforeAll(() => {
     redis = connectTestRedis();
   });
-  afterAll(() => redis?.quit());
+  afterAll(async () => {
+    await redis?.quit();
+  });
   beforeEach(async () => {
     bed = await createProjectionBed();
   });
   afterEach(async () => {
     await bed?.cleanup();
-    await Promise.all(projections.map((p) => p.clear()));
+    await Promise.all(
+      projections.map(async (p) => {
+        await p.clear();
+        await p.close();
+      }),
+    );
     projections = [];
   });
 

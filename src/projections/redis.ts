@@ -2,6 +2,7 @@ import type { ChainableCommander, Redis } from 'ioredis';
 import type { TSchema } from 'typebox';
 import type { MessageDefinition } from '../../schemas/message.js';
 import type { StoredEvent } from '../eventstore/store.js';
+import { createKeyedLock } from '../eventstore/keyed-lock.js';
 import type { ProjectionTarget } from './runner.js';
 
 /**
@@ -24,41 +25,50 @@ export interface RedisProjection extends ProjectionTarget {
   readonly checkpointKey: string;
   /** Deletes every key of the projection: the runner then replays it from the start. */
   clear(): Promise<void>;
+  /** Closes the projection's own connection (the shared one stays the caller's). */
+  close(): Promise<void>;
 }
 
 export function createRedisProjection(definition: RedisProjectionDefinition, redis: Redis): RedisProjection {
   const checkpointKey = `${definition.name}:checkpoint`;
+  // Writes go through a connection of their own, one at a time: WATCH is per connection, and
+  // the shared connection serves queries meanwhile.
+  let own: Redis | undefined;
+  const writer = () => (own ??= redis.duplicate());
+  const lock = createKeyedLock();
   return {
     definition,
     checkpointKey,
     async checkpoint() {
       return Number((await redis.get(checkpointKey)) ?? 0);
     },
-    async apply(events, upTo, committed = 0) {
-      // A dedicated connection: WATCH is per connection, and the shared one serves queries.
-      const conn = redis.duplicate();
-      try {
-        for (;;) {
-          await conn.watch(checkpointKey);
-          const checkpoint = Number((await conn.get(checkpointKey)) ?? 0);
-          // Below what the runner committed: the keys were deleted meanwhile (see ProjectionTarget).
-          if (upTo <= checkpoint || checkpoint < committed) {
-            await conn.unwatch();
+    apply(events, upTo, committed = 0) {
+      return lock.run('write', async () => {
+        const conn = writer();
+        try {
+          for (;;) {
+            await conn.watch(checkpointKey);
+            const checkpoint = Number((await conn.get(checkpointKey)) ?? 0);
+            // Below what the runner committed: the keys were deleted meanwhile (see ProjectionTarget).
+            if (upTo <= checkpoint || checkpoint < committed) {
+              await conn.unwatch();
+              return;
+            }
+            const tx = conn.multi();
+            const fresh = events.filter((e) => e.position > checkpoint);
+            if (fresh.length > 0) await definition.apply(tx, fresh, conn);
+            tx.set(checkpointKey, String(upTo));
+            const result = await tx.exec();
+            if (result === null) continue; // the checkpoint moved under us: read it again
+            const failed = result.find(([err]) => err !== null);
+            if (failed !== undefined) throw failed[0] as Error;
             return;
           }
-          const tx = conn.multi();
-          const fresh = events.filter((e) => e.position > checkpoint);
-          if (fresh.length > 0) await definition.apply(tx, fresh, conn);
-          tx.set(checkpointKey, String(upTo));
-          const result = await tx.exec();
-          if (result === null) continue; // the checkpoint moved under us: read it again
-          const failed = result.find(([err]) => err !== null);
-          if (failed !== undefined) throw failed[0] as Error;
-          return;
+        } catch (err) {
+          await conn.unwatch().catch(() => undefined);
+          throw err;
         }
-      } finally {
-        conn.disconnect();
-      }
+      });
     },
     async healthy() {
       try {
@@ -67,27 +77,34 @@ export function createRedisProjection(definition: RedisProjectionDefinition, red
         return false;
       }
     },
-    async clear() {
+    clear() {
       // All keys in one transaction, watched on the checkpoint every batch writes: deleted
       // piecemeal, keys a batch wrote meanwhile could survive and be applied again by the replay.
-      const conn = redis.duplicate();
-      try {
-        for (;;) {
-          await conn.watch(checkpointKey);
-          const keys: string[] = [];
-          let cursor = '0';
-          do {
-            const [next, found] = await conn.scan(cursor, 'MATCH', `${definition.name}:*`, 'COUNT', 1000);
-            cursor = next;
-            keys.push(...found);
-          } while (cursor !== '0');
-          const tx = conn.multi().del(checkpointKey);
-          for (let i = 0; i < keys.length; i += 1000) tx.unlink(...keys.slice(i, i + 1000));
-          if ((await tx.exec()) !== null) return;
+      return lock.run('write', async () => {
+        const conn = writer();
+        try {
+          for (;;) {
+            await conn.watch(checkpointKey);
+            const keys: string[] = [];
+            let cursor = '0';
+            do {
+              const [next, found] = await conn.scan(cursor, 'MATCH', `${definition.name}:*`, 'COUNT', 1000);
+              cursor = next;
+              keys.push(...found);
+            } while (cursor !== '0');
+            const tx = conn.multi().del(checkpointKey);
+            for (let i = 0; i < keys.length; i += 1000) tx.unlink(...keys.slice(i, i + 1000));
+            if ((await tx.exec()) !== null) return;
+          }
+        } catch (err) {
+          await conn.unwatch().catch(() => undefined);
+          throw err;
         }
-      } finally {
-        conn.disconnect();
-      }
+      });
+    },
+    async close() {
+      own?.disconnect();
+      own = undefined;
     },
   };
 }
