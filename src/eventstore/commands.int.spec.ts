@@ -167,6 +167,37 @@ describe('command bus', () => {
     await startInstance();
   });
 
+  it('recognises a redelivered command applied long ago, beyond the ids an aggregate remembers', async () => {
+    const accountId = await openAccount();
+    const commandId = uuidv4();
+    const sentAt = new Date();
+    const first = await sender.send(cmds.Credit, { accountId, amount: 3 }, { commandId, trace: trace() });
+    await results.purge(commandId);
+    for (let i = 0; i < 70; i++) await sender.send(cmds.Credit, { accountId, amount: 1 }, { trace: trace() });
+    await new Promise((r) => setTimeout(r, 1_100));
+    // As the stream redelivers it, or an operator replays it: the same id, first sent back then.
+    await t.nats.js.publish(cmds.Credit.subject!, JSON.stringify({ accountId, amount: 3 }), {
+      msgID: uuidv4(),
+      headers: encodeHeaders(
+        { type: cmds.Credit.type, version: 1, correlationId: 'c', causationId: undefined, traceparent: undefined },
+        { 'Obey-Command-Id': commandId, 'Obey-Command-Since': sentAt.toISOString() },
+      ),
+    });
+    await expect
+      .poll(() => sender.result(t.names.service, commandId), { timeout: 10_000 })
+      .toMatchObject({ status: 'succeeded', position: first.status === 'succeeded' ? first.position : -1 });
+    expect(await eventsOf(accountId)).toHaveLength(72);
+  });
+
+  it('refuses an idempotency key reused for another command within the duplicate window', async () => {
+    const accountId = await openAccount();
+    const commandId = uuidv4();
+    await sender.send(cmds.Credit, { accountId, amount: 5 }, { commandId, trace: trace() });
+    const r = await sender.send(cmds.Debit, { accountId, amount: 1 }, { commandId, trace: trace() });
+    expect(r).toMatchObject({ status: 'rejected', error: { code: 'idempotency-key-reused' } });
+    expect(await eventsOf(accountId)).toHaveLength(2);
+  });
+
   it('returns a domain rejection with its code, and the same rejection on a retry', async () => {
     const accountId = await openAccount();
     const commandId = uuidv4();
@@ -221,7 +252,9 @@ describe('command bus', () => {
     const r = await sender.send(Flaky, { accountId }, { trace: trace(), timeoutMs: 10_000 });
     expect(r).toMatchObject({ status: 'rejected', error: { code: 'command-failed', kind: 'internal' } });
     const parked = (await listDeadLetters(t.nats, t.names)).find((d) => d.msgId === r.commandId);
-    expect(parked).toMatchObject({ deliveries: 5, messageType: 'LedgerFlakyCreditCommand' });
+    expect(parked).toMatchObject({ deliveries: 10, messageType: 'LedgerFlakyCreditCommand' });
+    // The failure is stored, so a client polling the command's status learns it.
+    expect(await sender.result(t.names.service, r.commandId)).toMatchObject({ status: 'rejected', error: { code: 'command-failed' } });
     expect(parked?.error).toContain('the lookup service is down');
     expect(await eventsOf(accountId)).toHaveLength(1);
 

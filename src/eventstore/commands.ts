@@ -73,12 +73,15 @@ export function createCommandSender(nats: Nats, defaults: { timeoutMs: number })
     return kv;
   };
 
-  async function result(service: string, commandId: string): Promise<CommandResult | undefined> {
-    const names = serviceNames(service);
+  async function storedResult(names: ServiceNames, commandId: string): Promise<StoredCommandResult | undefined> {
     const entry = await (await bucket(names)).get(commandId);
     if (entry === null || entry.operation !== 'PUT') return undefined;
     const stored: unknown = entry.json();
-    return storedCommandResultValidator.check(stored) ? stored.result : undefined;
+    return storedCommandResultValidator.check(stored) ? stored : undefined;
+  }
+
+  async function result(service: string, commandId: string): Promise<CommandResult | undefined> {
+    return (await storedResult(serviceNames(service), commandId))?.result;
   }
 
   async function send<S extends TSchema>(
@@ -93,35 +96,53 @@ export function createCommandSender(nats: Nats, defaults: { timeoutMs: number })
     if (!isUuid(commandId)) throw new Error(`command id must be a UUID (got "${commandId}")`);
     const names = serviceNames(subject.split('.')[0] ?? '');
     const timeoutMs = opts.timeoutMs ?? defaults.timeoutMs;
+    const data = encodeJson(body);
+    const payloadHash = hashOf(data);
+    // Within the duplicate window the stream keeps the first command under this id, whatever
+    // this one says: a result for another body means the id (an idempotency key) was reused.
+    const mine = (r: CommandResult, hash: string | undefined): CommandResult =>
+      hash === undefined || hash === payloadHash ? r : rejected(commandId, keyReused());
     // Subscribed before publishing: the server registers it before it sees the command.
-    const sub = nats.nc.subscribe(names.commandResultSubject(commandId), { max: 1 });
+    const sub = nats.nc.subscribe(names.commandResultSubject(commandId));
     const answer = (async () => {
       for await (const m of sub) {
-        const r: unknown = decodeJson(m.data);
-        if (commandResultValidator.check(r)) return r;
+        let r: unknown;
+        try {
+          r = decodeJson(m.data);
+        } catch {
+          continue;
+        }
+        if (commandResultValidator.check(r)) return mine(r, m.headers?.get(PayloadHashHeader) || undefined);
       }
       return undefined;
     })();
+    const stored = async () => {
+      const s = await storedResult(names, commandId);
+      return s === undefined ? undefined : mine(s.result, s.payloadHash);
+    };
     let timer: NodeJS.Timeout | undefined;
     try {
-      const ack = await nats.js.publish(subject, encodeJson(body), {
+      const ack = await nats.js.publish(subject, data, {
         msgID: commandId,
         expect: { streamName: names.commandsStream },
-        headers: encodeHeaders({
-          type: def.type,
-          version: def.version,
-          correlationId: opts.trace.correlationId,
-          causationId: opts.trace.causationId,
-          traceparent: opts.trace.traceparent,
-        }),
+        headers: encodeHeaders(
+          {
+            type: def.type,
+            version: def.version,
+            correlationId: opts.trace.correlationId,
+            causationId: opts.trace.causationId,
+            traceparent: opts.trace.traceparent,
+          },
+          { [PayloadHashHeader]: payloadHash },
+        ),
       });
       if (ack.duplicate) {
         // The same command was sent before: its result may be in already.
-        const known = await result(names.service, commandId);
+        const known = await stored();
         if (known !== undefined) return known;
       }
       const timedOut = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), timeoutMs)));
-      const r = (await Promise.race([answer, timedOut])) ?? (await result(names.service, commandId));
+      const r = (await Promise.race([answer, timedOut])) ?? (await stored());
       return r ?? { status: 'pending', commandId };
     } finally {
       if (timer !== undefined) clearTimeout(timer);
@@ -188,9 +209,12 @@ export function createCommandProcessor(opts: CommandProcessorOptions): CommandPr
   const consumerName = `${names.service}-command-handlers`;
   const log = opts.log.child({ consumer: consumerName, stream: names.commandsStream });
   const concurrency = opts.concurrency ?? 64;
-  const maxDeliver = opts.maxDeliver ?? 5;
+  const maxDeliver = opts.maxDeliver ?? 10;
   const delays = opts.retryDelayMs ?? { initial: 200, max: 10_000 };
-  const handlers = new Map<string, { def: CommandHandlerDefinition<any, any, any, any>; repo: AggregateRepository<unknown, unknown> }>();
+  const handlers = new Map<
+    string,
+    { def: CommandHandlerDefinition<any, any, any, any>; repo: AggregateRepository<unknown, unknown> }
+  >();
   const repos = new Map<string, AggregateRepository<unknown, unknown>>();
   for (const def of opts.handlers) {
     if (def.command.subject === undefined) throw new Error(`${def.command.type} has no subject`);
@@ -228,16 +252,27 @@ export function createCommandProcessor(opts: CommandProcessorOptions): CommandPr
     }
   }
 
-  function reply(commandId: string, result: CommandResult, meta: MessageMeta | undefined): void {
+  /** Answers a waiting sender; `payloadHash` is that of the command the result belongs to. */
+  function reply(commandId: string, result: CommandResult, payloadHash: string, meta: MessageMeta | undefined): void {
     nats.nc.publish(names.commandResultSubject(commandId), encodeJson(result), {
-      headers: encodeHeaders({
-        type: RESULT_TYPE,
-        version: 1,
-        correlationId: meta?.correlationId ?? commandId,
-        causationId: commandId,
-        traceparent: meta?.traceparent,
-      }),
+      headers: encodeHeaders(
+        {
+          type: RESULT_TYPE,
+          version: 1,
+          correlationId: meta?.correlationId ?? commandId,
+          causationId: commandId,
+          traceparent: meta?.traceparent,
+        },
+        { [PayloadHashHeader]: payloadHash },
+      ),
     });
+  }
+
+  /** Stores a final answer and sends it; a failure to store leaves the message to redelivery. */
+  async function settle(m: JsMsg, commandId: string, result: CommandResult, payloadHash: string, meta: MessageMeta | undefined) {
+    await storeResult(commandId, result, payloadHash);
+    reply(commandId, result, payloadHash, meta);
+    m.ack();
   }
 
   async function storeResult(commandId: string, result: CommandResult, payloadHash: string): Promise<void> {
@@ -248,34 +283,35 @@ export function createCommandProcessor(opts: CommandProcessorOptions): CommandPr
   async function handle(m: JsMsg): Promise<void> {
     const commandId = m.headers?.get(Header.CommandId) || (m.headers?.get(Header.MsgId) ?? '');
     const mlog = log.child({ seq: m.seq, subject: m.subject, commandId });
+    const payloadHash = hashOf(m.data);
     let meta: MessageMeta | undefined;
     try {
       if (!isUuid(commandId)) throw new InvalidMessageError('Nats-Msg-Id must be the command id (a UUID)');
+      const previous = await results.get(commandId);
+      if (previous !== null && previous.operation === 'PUT') {
+        const stored: unknown = previous.json();
+        if (storedCommandResultValidator.check(stored)) {
+          const same = stored.payloadHash === payloadHash;
+          reply(commandId, same ? stored.result : rejected(commandId, keyReused()), payloadHash, meta);
+          m.ack();
+          return;
+        }
+      }
       const handler = handlers.get(m.subject);
       if (handler === undefined) throw new InvalidMessageError(`no handler for ${m.subject}`);
       meta = decodeHeaders(m.headers);
       const { def, repo } = handler;
       if (meta.type !== def.command.type) throw new InvalidMessageError(`Message-Type ${meta.type} on ${m.subject}`);
+      if (meta.version !== def.command.version) {
+        throw new InvalidMessageError(`${meta.type} version ${meta.version}; this handler knows version ${def.command.version}`);
+      }
       const body = decodeJson(m.data);
       if (!def.command.validator.check(body)) {
         throw new InvalidMessageError(`invalid ${def.command.type}`, def.command.validator.issues(body));
       }
-      const payloadHash = createHash('sha256').update(m.data).digest('hex');
-      const previous = await results.get(commandId);
-      if (previous !== null && previous.operation === 'PUT') {
-        const stored: unknown = previous.json();
-        if (storedCommandResultValidator.check(stored)) {
-          reply(
-            commandId,
-            stored.payloadHash === payloadHash
-              ? stored.result
-              : rejected(commandId, new DomainError('idempotency-key-reused', 'conflict', 'this idempotency key was used for another command')),
-            meta,
-          );
-          m.ack();
-          return;
-        }
-      }
+      // A command seen before (redelivered, or replayed from the dead letters) may have been
+      // applied by a handler that died before storing the result: its event says so.
+      const since = commandSince(m);
       let result: CommandResult;
       try {
         const aggregateId = def.aggregateId(body);
@@ -283,31 +319,36 @@ export function createCommandProcessor(opts: CommandProcessorOptions): CommandPr
         const r = await repo.execute(aggregateId, command, {
           commandId,
           trace: { correlationId: meta.correlationId, traceparent: meta.traceparent },
+          since,
         });
         result = { commandId, status: 'succeeded', aggregateId, position: r.position, revision: r.revision, event: r.event };
       } catch (err) {
         if (!(err instanceof DomainError)) throw err;
         result = rejected(commandId, err);
       }
-      await storeResult(commandId, result, payloadHash);
-      reply(commandId, result, meta);
-      m.ack();
+      await settle(m, commandId, result, payloadHash, meta);
     } catch (err) {
       if (err instanceof InvalidMessageError) {
         mlog.warn({ error: err.message }, 'invalid command parked');
         await parkMessage(nats, names, { consumer: consumerName, msg: m, error: err.message });
-        if (isUuid(commandId)) {
-          reply(commandId, rejected(commandId, new DomainError('invalid-command', 'invalid', err.message, { issues: err.issues })), meta);
+        if (!isUuid(commandId)) {
+          m.ack();
+          return;
         }
-        m.ack();
+        const invalid = new DomainError('invalid-command', 'invalid', err.message, { issues: err.issues });
+        await settle(m, commandId, rejected(commandId, invalid), payloadHash, meta);
         return;
       }
       const deliveries = m.info.deliveryCount;
       if (deliveries >= maxDeliver) {
         mlog.error({ err, deliveries }, 'command failed repeatedly, parked');
         await parkMessage(nats, names, { consumer: consumerName, msg: m, error: errorText(err) });
-        reply(commandId, rejected(commandId, new DomainError('command-failed', 'internal', 'the command could not be handled')), meta);
-        m.ack();
+        // Stored, so a client polling its status URL learns the outcome; a replay clears it.
+        const failed = new DomainError('command-failed', 'internal', 'the command could not be handled');
+        await settle(m, commandId, rejected(commandId, failed), payloadHash, meta).catch(() => {
+          reply(commandId, rejected(commandId, failed), payloadHash, meta);
+          m.ack();
+        });
         return;
       }
       mlog.warn({ err, deliveries }, 'command failed, will be redelivered');
@@ -349,8 +390,18 @@ export function createCommandProcessor(opts: CommandProcessorOptions): CommandPr
     }
   }
 
+  function commandSince(m: JsMsg): Date | undefined {
+    const first = m.headers?.get(Header.CommandSince);
+    if (first !== undefined && first !== '' && !Number.isNaN(Date.parse(first))) return new Date(first);
+    return m.info.deliveryCount > 1 ? m.time : undefined;
+  }
+
   async function parkUnread(m: JsMsg): Promise<void> {
-    await parkMessage(nats, names, { consumer: consumerName, msg: m, error: `delivered ${m.info.deliveryCount} times without an answer` });
+    await parkMessage(nats, names, {
+      consumer: consumerName,
+      msg: m,
+      error: `delivered ${m.info.deliveryCount} times without an answer`,
+    });
     m.ack();
   }
 
@@ -366,6 +417,17 @@ export function createCommandProcessor(opts: CommandProcessorOptions): CommandPr
       await Promise.allSettled([...inFlight]);
     },
   };
+}
+
+/** Carries the SHA-256 of a command's body, and of the command a result belongs to. */
+export const PayloadHashHeader = 'Obey-Payload-Hash';
+
+function hashOf(data: Uint8Array): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+function keyReused(): DomainError {
+  return new DomainError('idempotency-key-reused', 'conflict', 'this idempotency key was used for another command');
 }
 
 function rejected(commandId: string, err: DomainError): CommandResult {

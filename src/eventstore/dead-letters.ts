@@ -1,5 +1,6 @@
 import type { JsMsg } from '@nats-io/jetstream';
 import { headers as natsHeaders, type MsgHdrs } from '@nats-io/nats-core';
+import { openCommandResults } from './commands.js';
 import { Header } from './headers.js';
 import type { Nats } from './nats.js';
 import type { ServiceNames } from './streams.js';
@@ -18,7 +19,13 @@ export const DeadLetterHeader = {
 } as const;
 
 // Headers that would make the parked copy be refused or deduplicated wrongly.
-const DROPPED = new Set(['nats-msg-id', 'nats-expected-last-subject-sequence', 'nats-expected-stream', 'nats-expected-last-sequence', 'nats-expected-last-msg-id']);
+const DROPPED = new Set([
+  'nats-msg-id',
+  'nats-expected-last-subject-sequence',
+  'nats-expected-stream',
+  'nats-expected-last-sequence',
+  'nats-expected-last-msg-id',
+]);
 
 export interface ParkInput {
   /** The consumer that gave up on the message. */
@@ -40,6 +47,10 @@ export async function parkMessage(nats: Nats, names: ServiceNames, input: ParkIn
       if (DROPPED.has(k.toLowerCase())) continue;
       for (const v of values) h.append(k, v);
     }
+  }
+  // When the message was first published: a replayed command looks for its effect from then.
+  if (msg.info.stream.endsWith('_COMMANDS') && (msg.headers?.get(Header.CommandSince) ?? '') === '') {
+    h.set(Header.CommandSince, msg.time.toISOString());
   }
   const msgId = msg.headers?.get(Header.MsgId);
   if (msgId !== undefined && msgId !== '') h.set(DeadLetterHeader.MsgId, msgId);
@@ -116,14 +127,21 @@ export async function replayDeadLetter(nats: Nats, names: ServiceNames, sequence
   const letter = await readDeadLetter(nats, names, sequence);
   if (letter === undefined) throw new Error(`no dead letter ${sequence} in ${names.deadLettersStream}`);
   if (!letter.origin.stream.endsWith('_COMMANDS')) {
-    throw new Error(`dead letter ${sequence} came from ${letter.origin.stream}: only commands are replayed; rebuild the consumer's read model instead`);
+    throw new Error(
+      `dead letter ${sequence} came from ${letter.origin.stream}: only commands are replayed; rebuild the consumer's read model instead`,
+    );
   }
   const h = natsHeaders();
   for (const [k, values] of letter.headers) {
     if (k.toLowerCase().startsWith('obey-dead-letter-')) continue;
     for (const v of values) h.append(k, v);
   }
-  if (letter.msgId !== undefined && h.get(Header.CommandId) === '') h.set(Header.CommandId, letter.msgId);
+  const commandId = h.get(Header.CommandId) || letter.msgId;
+  if (commandId !== undefined) {
+    h.set(Header.CommandId, commandId);
+    // The failure stored as its result would answer the replay: clear it.
+    await (await openCommandResults(nats, names)).purge(commandId);
+  }
   await nats.js.publish(letter.origin.subject, letter.data, {
     headers: h,
     // Not the command id: the stream would drop it as a duplicate within its window.

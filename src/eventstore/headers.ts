@@ -14,6 +14,8 @@ export const Header = {
    * stream's duplicate window, so it travels with a fresh `Nats-Msg-Id` and this header.
    */
   CommandId: 'Obey-Command-Id',
+  /** When a command was first published; set on a replay, so its earlier effect is found. */
+  CommandSince: 'Obey-Command-Since',
 } as const;
 
 /** The envelope of a message: what it is and which conversation it belongs to. */

@@ -27,9 +27,20 @@ export interface AggregateRepository<Command, State> {
    * concurrency, reloading and deciding again on a conflict (bounded). A command id the
    * aggregate has already applied is answered from its record, not applied twice.
    */
-  execute(id: string, command: Command, ctx: { commandId: string; trace: TraceContext }): Promise<ExecuteResult>;
+  execute(id: string, command: Command, ctx: ExecuteContext): Promise<ExecuteResult>;
   /** The aggregate's current state and revision, read through the cache. */
   load(id: string): Promise<{ state: State; revision: number }>;
+}
+
+export interface ExecuteContext {
+  readonly commandId: string;
+  readonly trace: TraceContext;
+  /**
+   * Set when the command may have been applied before (redelivered, replayed): when it was
+   * first published. Its event, if any, is then looked for among the aggregate's events since,
+   * beyond the few command ids an aggregate remembers.
+   */
+  readonly since?: Date | undefined;
 }
 
 export interface RepositoryOptions<Command, Event extends DomainEvent, State> {
@@ -69,6 +80,11 @@ export function createAggregateRepository<Command, Event extends DomainEvent, St
   function fold(entry: Entry<State>, e: StoredEvent): Entry<State> {
     const def = definitions.get(e.type);
     if (def === undefined) throw new InvalidMessageError(`${name}: unknown event type ${e.type} at ${e.position}`);
+    if (e.version !== def.version) {
+      throw new InvalidMessageError(
+        `${name}: ${e.type} version ${e.version} at ${e.position}; this code knows version ${def.version}`,
+      );
+    }
     if (!def.validator.check(e.data)) {
       throw new InvalidMessageError(`${name}: event ${e.type} at ${e.position}`, def.validator.issues(e.data));
     }
@@ -135,14 +151,21 @@ export function createAggregateRepository<Command, Event extends DomainEvent, St
     return (await store.lastRevision(name, id)) !== entry.revision;
   }
 
-  async function execute(
-    id: string,
-    command: Command,
-    ctx: { commandId: string; trace: TraceContext },
-  ): Promise<ExecuteResult> {
+  async function execute(id: string, command: Command, ctx: ExecuteContext): Promise<ExecuteResult> {
     return lock.run(id, async () => {
       let fresh = cache.get(id) === undefined;
       let entry = await loadEntry(id);
+      if (ctx.since !== undefined && entry.recent.every((c) => c.commandId !== ctx.commandId)) {
+        const earlier = await store.findCausedBy(name, id, ctx.commandId, ctx.since);
+        if (earlier !== undefined) {
+          return {
+            position: earlier.position,
+            revision: Math.max(entry.revision, earlier.position),
+            event: earlier.type,
+            duplicate: true,
+          };
+        }
+      }
       for (let attempt = 1; ; attempt++) {
         const applied = entry.recent.find((c) => c.commandId === ctx.commandId);
         if (applied !== undefined) {

@@ -1,4 +1,4 @@
-import { AckPolicy, DeliverPolicy, JetStreamApiError, type JsMsg } from '@nats-io/jetstream';
+import { AckPolicy, DeliverPolicy, JetStreamApiError, type ConsumerConfig, type JsMsg } from '@nats-io/jetstream';
 import { errors as natsErrors, nanos } from '@nats-io/nats-core';
 import { v4 as uuidv4 } from 'uuid';
 import { ConcurrencyError } from './errors.js';
@@ -45,6 +45,11 @@ export interface EventStore {
   read(aggregate: string, id: string, after?: number): AsyncIterable<StoredEvent>;
   /** The position of the aggregate's last event, 0 when it has none. */
   lastRevision(aggregate: string, id: string): Promise<number>;
+  /**
+   * The aggregate's event caused by `causationId` (a command id) among those stored since
+   * `since`, reading headers only; undefined when there is none.
+   */
+  findCausedBy(aggregate: string, id: string, causationId: string, since: Date): Promise<StoredEvent | undefined>;
 }
 
 export interface EventStoreOptions {
@@ -101,17 +106,30 @@ export function createJetStreamEventStore(opts: EventStoreOptions): EventStore {
   }
 
   async function* read(aggregate: string, id: string, after = 0): AsyncIterable<StoredEvent> {
-    const subject = names.eventSubject(aggregate, id);
-    // A short-lived consumer filtered on the aggregate's subject: its num_pending says how many
-    // events there are to read, so the read ends without waiting for a timeout.
+    // Most reads find nothing new (a new aggregate, a catch-up that is current): one direct
+    // get answers that, without creating a consumer.
+    if ((await lastRevision(aggregate, id)) <= after) return;
+    yield* readWith(
+      names.eventSubject(aggregate, id),
+      after === 0
+        ? { deliver_policy: DeliverPolicy.All }
+        : { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: after + 1 },
+    );
+  }
+
+  /**
+   * Reads a subject through a short-lived consumer: its num_pending says how many messages
+   * there are, so the read ends without waiting for a timeout.
+   */
+  async function* readWith(subject: string, start: Partial<ConsumerConfig>, headersOnly = false): AsyncIterable<StoredEvent> {
     const ci = await nats.jsm.consumers.add(stream, {
+      ...start,
       filter_subject: subject,
-      deliver_policy: after === 0 ? DeliverPolicy.All : DeliverPolicy.StartSequence,
-      ...(after === 0 ? {} : { opt_start_seq: after + 1 }),
       ack_policy: AckPolicy.None,
       mem_storage: true,
       num_replicas: 1,
       inactive_threshold: nanos(30_000),
+      headers_only: headersOnly,
     });
     try {
       let remaining = ci.num_pending;
@@ -122,7 +140,7 @@ export function createJetStreamEventStore(opts: EventStoreOptions): EventStore {
         for await (const m of batch) {
           got++;
           remaining--;
-          yield toStoredEvent(m);
+          yield toStoredEvent(m, !headersOnly);
         }
         if (got === 0) throw new Error(`reading ${subject} stalled with ${remaining} events left`);
       }
@@ -133,16 +151,29 @@ export function createJetStreamEventStore(opts: EventStoreOptions): EventStore {
     }
   }
 
-  return { names, append, read, lastRevision };
+  async function findCausedBy(aggregate: string, id: string, causationId: string, since: Date): Promise<StoredEvent | undefined> {
+    // Clocks differ between the publisher and the server: look a little further back.
+    const from = new Date(since.getTime() - 5_000).toISOString();
+    for await (const e of readWith(
+      names.eventSubject(aggregate, id),
+      { deliver_policy: DeliverPolicy.StartTime, opt_start_time: from },
+      true,
+    )) {
+      if (e.meta.causationId === causationId) return e;
+    }
+    return undefined;
+  }
+
+  return { names, append, read, lastRevision, findCausedBy };
 }
 
-/** Decodes a JetStream message of an events stream. */
-export function toStoredEvent(m: JsMsg): StoredEvent {
+/** Decodes a JetStream message of an events stream (its body as null when `withData` is false). */
+export function toStoredEvent(m: JsMsg, withData = true): StoredEvent {
   const meta = decodeHeaders(m.headers);
   return {
     type: meta.type,
     version: meta.version,
-    data: decodeJson(m.data),
+    data: withData ? decodeJson(m.data) : null,
     meta,
     subject: m.subject,
     position: m.seq,
