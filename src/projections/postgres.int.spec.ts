@@ -107,7 +107,9 @@ describe('Postgres projection', () => {
     expect(await runner.waitForPosition(ledger.lastPosition, 10_000)).toBe(true);
 
     expect(failures).toBe(1);
-    expect(await readAccounts(pg.db, inner.definition.name)).toEqual([{ id: 'a', owner: 'ann', balance: 465 - 55, movements: 40 }]);
+    expect(await readAccounts(pg.db, inner.definition.name)).toEqual([
+      { id: 'a', owner: 'ann', balance: 465 - 55, movements: 40 },
+    ]);
     expect(await readAccounts(pg.db, inner.definition.name)).toEqual(ledger.expected());
   });
 

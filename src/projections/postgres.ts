@@ -75,9 +75,15 @@ export async function createSchema(db: Kysely<any>, schema: string, def: Postgre
       where table_schema = ${schema} and table_name = 'obey_checkpoint'`.execute(trx);
     if ((exists.rows[0]?.n ?? 0) > 0) return;
     await def.migrate(trx.withSchema(schema));
-    await trx.withSchema(schema).schema
-      .createTable('obey_checkpoint')
-      .addColumn('id', 'integer', (c) => c.primaryKey().defaultTo(1).check(sql`id = 1`))
+    await trx
+      .withSchema(schema)
+      .schema.createTable('obey_checkpoint')
+      .addColumn('id', 'integer', (c) =>
+        c
+          .primaryKey()
+          .defaultTo(1)
+          .check(sql`id = 1`),
+      )
       .addColumn('position', 'bigint', (c) => c.notNull())
       .addColumn('version', 'integer', (c) => c.notNull())
       .addColumn('updated_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
@@ -136,9 +142,16 @@ export async function applyInTransaction(
   if (upTo <= checkpoint || checkpoint < committed) return;
   const fresh = events.filter((e) => e.position > checkpoint);
   if (fresh.length > 0) await def.apply(scoped, fresh);
-  await scoped.updateTable('obey_checkpoint').set({ position: upTo, updated_at: sql`now()` }).execute();
+  await scoped
+    .updateTable('obey_checkpoint')
+    .set({ position: upTo, updated_at: sql`now()` })
+    .execute();
 }
 
 function isUndefinedTable(err: unknown): boolean {
-  return typeof err === 'object' && err !== null && ((err as { code?: string }).code === '42P01' || (err as { code?: string }).code === '3F000');
+  return (
+    typeof err === 'object' &&
+    err !== null &&
+    ((err as { code?: string }).code === '42P01' || (err as { code?: string }).code === '3F000')
+  );
 }

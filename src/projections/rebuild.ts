@@ -57,7 +57,13 @@ export async function rebuildPostgresProjection(opts: RebuildOptions): Promise<R
 
   const progress = (): RebuildProgress => {
     const elapsedMs = Date.now() - started;
-    return { applied, remaining, position, eventsPerSecond: elapsedMs === 0 ? 0 : Math.round((applied * 1000) / elapsedMs), elapsedMs };
+    return {
+      applied,
+      remaining,
+      position,
+      eventsPerSecond: elapsedMs === 0 ? 0 : Math.round((applied * 1000) / elapsedMs),
+      elapsedMs,
+    };
   };
   const ticker = setInterval(() => opts.onProgress?.(progress()), opts.progressEveryMs ?? 1_000);
 
@@ -112,7 +118,9 @@ export async function rebuildPostgresProjection(opts: RebuildOptions): Promise<R
         applied += events.length;
       }
       await sql`drop schema if exists ${sql.id(retired)} cascade`.execute(trx);
-      const liveExists = await sql<{ n: number }>`select count(*)::int as n from information_schema.schemata where schema_name = ${def.name}`.execute(trx);
+      const liveExists = await sql<{
+        n: number;
+      }>`select count(*)::int as n from information_schema.schemata where schema_name = ${def.name}`.execute(trx);
       if ((liveExists.rows[0]?.n ?? 0) > 0) await sql`alter schema ${sql.id(def.name)} rename to ${sql.id(retired)}`.execute(trx);
       await sql`alter schema ${sql.id(building)} rename to ${sql.id(def.name)}`.execute(trx);
     });

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { StoredEvent } from '../eventstore/store.js';
+import { listDeadLetters } from '../eventstore/dead-letters.js';
 import { createRedisProjection, type RedisProjection } from './redis.js';
 import { createProjectionBed, sleep, type ProjectionBed } from './testing/bed.js';
 import { ledgerBalancesRedisDefinition, readRedisAccounts } from './testing/ledger.js';
@@ -54,6 +55,38 @@ describe('Redis projection', () => {
     for await (const e of store.read('account', 'a')) events.push(e);
     await target.apply(events, events.at(-1)!.position);
     expect(await readRedisAccounts(redis, target.definition.name)).toEqual(ledger.expected());
+  });
+
+  it('parks the events whose writes Redis refused and keeps the others', async () => {
+    const { ledger } = bed;
+    const target = projection();
+    // A key of the wrong type: every write of account x fails with WRONGTYPE inside the EXEC.
+    await redis.set(`${target.definition.name}:account:x`, 'not a hash');
+    await ledger.open('a', 'ann');
+    await ledger.open('x', 'xavier');
+    await ledger.credit('a', 5);
+    await ledger.credit('x', 7);
+    await ledger.credit('a', 1);
+    const runner = bed.startRunner(target.definition.name, target);
+    expect(await runner.waitForPosition(ledger.lastPosition, 10_000)).toBe(true);
+    const accounts = await readRedisAccounts(redis, target.definition.name).catch(() => null);
+    expect(accounts === null || accounts.every((r) => r.id !== 'x' || r.balance === 0)).toBe(true);
+    expect(await redis.hgetall(`${target.definition.name}:account:a`)).toMatchObject({
+      owner: 'ann',
+      balance: '6',
+      movements: '2',
+    });
+    await expect
+      .poll(
+        async () =>
+          (await listDeadLetters(bed.nats, bed.service.names))
+            .filter((d) => d.error.includes('WRONGTYPE'))
+            .map((d) => d.origin.subject),
+        {
+          timeout: 5_000,
+        },
+      )
+      .toEqual([`${bed.service.names.eventSubject('account', 'x')}`, `${bed.service.names.eventSubject('account', 'x')}`]);
   });
 
   it('replays from the start when its keys, checkpoint included, are deleted', async () => {

@@ -3,7 +3,7 @@ import type { TSchema } from 'typebox';
 import type { MessageDefinition } from '../../schemas/message.js';
 import type { StoredEvent } from '../eventstore/store.js';
 import { createKeyedLock } from '../eventstore/keyed-lock.js';
-import type { ProjectionTarget } from './runner.js';
+import { PartiallyAppliedError, type ProjectionTarget } from './runner.js';
 
 /**
  * A read model or cache in Redis. Its keys start with `<name>:`; `<name>:checkpoint` holds the
@@ -14,8 +14,9 @@ export interface RedisProjectionDefinition {
   readonly name: string;
   readonly events: readonly MessageDefinition<TSchema>[];
   /**
-   * Queues the batch's writes on `tx` (a MULTI). Reads it needs are made with `redis` before
-   * queueing; they see the state as of the last applied batch.
+   * Queues an event's writes on `tx` (a MULTI; called once per event of a batch, in order).
+   * Reads it needs are made with `redis` before queueing; they see the state as of the last
+   * applied batch, not the writes queued for earlier events of this one.
    */
   apply(tx: ChainableCommander, events: readonly StoredEvent[], redis: Redis): Promise<void> | void;
 }
@@ -34,7 +35,14 @@ export function createRedisProjection(definition: RedisProjectionDefinition, red
   // Writes go through a connection of their own, one at a time: WATCH is per connection, and
   // the shared connection serves queries meanwhile.
   let own: Redis | undefined;
-  const writer = () => (own ??= redis.duplicate());
+  const writer = () => {
+    if (own === undefined) {
+      own = redis.duplicate();
+      // Failures surface through the commands; without a listener ioredis reports them as unhandled.
+      own.on('error', () => undefined);
+    }
+    return own;
+  };
   const lock = createKeyedLock();
   return {
     definition,
@@ -55,13 +63,25 @@ export function createRedisProjection(definition: RedisProjectionDefinition, red
               return;
             }
             const tx = conn.multi();
-            const fresh = events.filter((e) => e.position > checkpoint);
-            if (fresh.length > 0) await definition.apply(tx, fresh, conn);
+            // Which commands each event queued: EXEC does not roll back, so a failed command
+            // must be traced to its event.
+            const ranges: { event: StoredEvent; from: number; to: number }[] = [];
+            // tx.length counts the MULTI itself, which EXEC's replies do not.
+            const base = tx.length;
+            for (const event of events) {
+              if (event.position <= checkpoint) continue;
+              const from = tx.length - base;
+              await definition.apply(tx, [event], conn);
+              ranges.push({ event, from, to: tx.length - base });
+            }
             tx.set(checkpointKey, String(upTo));
             const result = await tx.exec();
             if (result === null) continue; // the checkpoint moved under us: read it again
-            const failed = result.find(([err]) => err !== null);
-            if (failed !== undefined) throw failed[0] as Error;
+            const errors = result.flatMap(([err], i) => (err === null ? [] : [{ err, i }]));
+            if (errors.length > 0) {
+              const failed = ranges.filter((r) => errors.some((e) => e.i >= r.from && e.i < r.to)).map((r) => r.event);
+              throw new PartiallyAppliedError(failed, { cause: errors[0]?.err });
+            }
             return;
           }
         } catch (err) {

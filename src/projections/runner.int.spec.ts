@@ -48,7 +48,14 @@ describe('projection runner', () => {
     await ledger.open('a', 'ann');
     await ledger.credit('a', 5);
 
-    const headers = () => encodeHeaders({ type: 'LedgerAccountCredited', version: 1, correlationId: 'poison', causationId: undefined, traceparent: undefined });
+    const headers = () =>
+      encodeHeaders({
+        type: 'LedgerAccountCredited',
+        version: 1,
+        correlationId: 'poison',
+        causationId: undefined,
+        traceparent: undefined,
+      });
     const badSchema = encodeJson({ accountId: 'p1', amount: -5 });
     const notJson = new TextEncoder().encode('{"accountId": "p2", amount');
     const schemaAck = await nats.js.publish(names.eventSubject('account', 'p1'), badSchema, { headers: headers() });

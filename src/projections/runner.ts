@@ -46,6 +46,20 @@ export interface ProjectionSource {
   readonly events: readonly MessageDefinition<TSchema>[];
 }
 
+/**
+ * A store without transactions (Redis) applied a batch and its checkpoint but some of the
+ * batch's writes failed: those events are parked, never applied again.
+ */
+export class PartiallyAppliedError extends Error {
+  override readonly name = 'PartiallyAppliedError';
+  constructor(
+    readonly failed: readonly StoredEvent[],
+    options: ErrorOptions,
+  ) {
+    super(`${failed.length} events were not fully applied`, options);
+  }
+}
+
 export interface ProjectionStatus {
   readonly name: string;
   readonly leader: boolean;
@@ -99,6 +113,9 @@ export function createProjectionRunner(opts: ProjectionRunnerOptions): Projectio
   let current: ConsumerMessages | undefined;
   let committed = 0;
   const waiters = new Set<() => void>();
+  // Queries waiting for a position: one poll of the checkpoint serves them all.
+  const positionWaiters = new Map<(reached: boolean) => void, number>();
+  let polling = false;
 
   // Only a runner that watches the checkpoint replays what a target refuses after a loss.
   const guard = () => (target.watchCheckpoint === false ? undefined : committed);
@@ -106,6 +123,34 @@ export function createProjectionRunner(opts: ProjectionRunnerOptions): Projectio
   const notify = () => {
     for (const w of waiters) w();
   };
+
+  /**
+   * Reads the checkpoint for every waiting query until none waits: woken early by local
+   * commits, and polling because the leader may be another instance.
+   */
+  async function pollPositions(): Promise<void> {
+    if (polling) return;
+    polling = true;
+    try {
+      while (positionWaiters.size > 0 && !stopped) {
+        const cp = await target.checkpoint().catch(() => -1);
+        for (const [settle, position] of positionWaiters) if (cp >= position) settle(true);
+        if (positionWaiters.size === 0) break;
+        await new Promise<void>((resolve) => {
+          const done = () => {
+            clearTimeout(t);
+            waiters.delete(done);
+            resolve();
+          };
+          const t = setTimeout(done, 20);
+          waiters.add(done);
+        });
+      }
+      if (stopped) for (const settle of positionWaiters.keys()) settle(false);
+    } finally {
+      polling = false;
+    }
+  }
 
   async function resetConsumer(checkpoint: number): Promise<void> {
     await nats.jsm.consumers.delete(source.stream, source.name).catch((err: unknown) => {
@@ -152,9 +197,14 @@ export function createProjectionRunner(opts: ProjectionRunnerOptions): Projectio
       } catch (err) {
         if (stopped) throw err;
         keepAlive();
-        // While the store is down nothing is poison: wait for it.
-        if (await target.healthy().catch(() => false)) attempts++;
-        if (attempts >= maxAttempts && m !== undefined) {
+        if (err instanceof PartiallyAppliedError) {
+          // The checkpoint moved with the writes that worked: park the event, do not retry it.
+          if (m !== undefined) await park(m, errorText(err.cause));
+          return;
+        }
+        // While the store is down nothing is poison: wait for it. An invalid result is poison.
+        if (err instanceof InvalidMessageError || (await target.healthy().catch(() => false))) attempts++;
+        if ((attempts >= maxAttempts || err instanceof InvalidMessageError) && m !== undefined) {
           await park(m, errorText(err));
           await retryForever(() => target.apply([], upTo, guard()), 'skip parked');
           return;
@@ -193,6 +243,16 @@ export function createProjectionRunner(opts: ProjectionRunnerOptions): Projectio
       );
     } catch (err) {
       if (stopped) throw err;
+      if (err instanceof PartiallyAppliedError) {
+        for (const failed of err.failed) {
+          const m = events.find((x) => x.e.position === failed.position)?.m;
+          if (m !== undefined) await park(m, errorText(err.cause));
+        }
+        last.ack();
+        committed = upTo;
+        notify();
+        return;
+      }
       log.warn({ err, from: msgs[0]?.seq, upTo }, 'batch failed, applying its events one by one');
       for (const { m, e } of events) await applyOne(m, e, e.position, keepAlive);
       await applyOne(undefined, undefined, upTo, keepAlive);
@@ -236,13 +296,18 @@ export function createProjectionRunner(opts: ProjectionRunnerOptions): Projectio
     try {
       let batch: JsMsg[] = [];
       for await (const m of iter) {
+        // Once stopped, the iterator is drained rather than left: nats.js finishes stopping it
+        // (and its status notifications) only as it is read.
+        if (stopped || lease?.held === false) {
+          iter.stop();
+          continue;
+        }
         batch.push(m);
         if (batch.length >= batchSize || buffered(iter) === 0) {
           const b = batch;
           batch = [];
           await processBatch(b);
         }
-        if (stopped || lease?.held === false) break;
       }
     } finally {
       clearInterval(watchdog);
@@ -296,22 +361,16 @@ export function createProjectionRunner(opts: ProjectionRunnerOptions): Projectio
       return { name: source.name, leader: lease?.held ?? false, checkpoint, lag };
     },
     async waitForPosition(position, timeoutMs) {
-      const deadline = Date.now() + timeoutMs;
-      for (;;) {
-        if ((await target.checkpoint()) >= position) return true;
-        const left = deadline - Date.now();
-        if (left <= 0 || stopped) return false;
-        // Woken by a local commit, or polling: the leader may be another instance.
-        await new Promise<void>((resolve) => {
-          const done = () => {
-            clearTimeout(t);
-            waiters.delete(done);
-            resolve();
-          };
-          const t = setTimeout(done, Math.min(left, 25));
-          waiters.add(done);
-        });
-      }
+      return new Promise<boolean>((resolve) => {
+        const settle = (reached: boolean) => {
+          clearTimeout(timer);
+          positionWaiters.delete(settle);
+          resolve(reached);
+        };
+        const timer = setTimeout(() => settle(false), timeoutMs);
+        positionWaiters.set(settle, position);
+        void pollPositions();
+      });
     },
   };
 }
