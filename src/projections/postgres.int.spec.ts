@@ -1,4 +1,6 @@
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { sql } from 'kysely';
+import { listDeadLetters } from '../eventstore/dead-letters.js';
 import { createLeases } from '../eventstore/leases.js';
 import type { StoredEvent } from '../eventstore/store.js';
 import { testLog } from '../eventstore/testing/nats.js';
@@ -194,6 +196,22 @@ describe('Postgres projection', () => {
     await sleep(300);
     expect(await runner.waitForPosition(ledger.lastPosition, 10_000)).toBe(true);
     expect(await readAccounts(pg.db, name)).toEqual(ledger.expected());
+  });
+
+  it('recreates its schema and replays when the schema is dropped under it, parking nothing', async () => {
+    const { ledger } = bed;
+    const target = await projection();
+    const name = target.definition.name;
+    for (let i = 0; i < 3; i++) await ledger.open(`a${i}`, `owner-${i}`);
+    const runner = bed.startRunner(name, target, { checkpointCheckMs: 100, retryDelayMs: { initial: 10, max: 50 } });
+    expect(await runner.waitForPosition(ledger.lastPosition, 10_000)).toBe(true);
+    await pg.db.transaction().execute(async (trx) => {
+      await lockProjection(trx, name);
+      await sql`drop schema ${sql.id(name)} cascade`.execute(trx);
+    });
+    for (let i = 0; i < 30; i++) await ledger.credit(`a${i % 3}`, 1 + i);
+    await expect.poll(async () => readAccounts(pg.db, name).catch(() => null), { timeout: 10_000 }).toEqual(ledger.expected());
+    expect(await listDeadLetters(bed.nats, bed.service.names)).toEqual([]);
   });
 
   /** Empties the read model, as a restore from an empty backup would, between two batches. */

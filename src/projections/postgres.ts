@@ -53,7 +53,16 @@ export function createPostgresProjection<DB>(
       return (await readCheckpointRow(db, schema))?.position ?? 0;
     },
     async apply(events, upTo, committed) {
-      await applyBatch(db, schema, definition, events, upTo, { committed });
+      try {
+        await applyBatch(db, schema, definition, events, upTo, { committed });
+      } catch (err) {
+        if (!isUndefinedTable(err)) throw err;
+        // The schema was dropped under the runner: recreate it empty. Its checkpoint (0) is
+        // then below what the runner committed, so this batch writes nothing and the runner
+        // replays the stream from the start.
+        await createSchema(db, schema, definition);
+        await applyBatch(db, schema, definition, events, upTo, { committed });
+      }
     },
     async healthy() {
       try {

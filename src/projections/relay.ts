@@ -45,10 +45,16 @@ export function createNotificationRelay(opts: RelayOptions): ProjectionRunner {
       const info = await nats.jsm.streams.info(names.notificationsStream);
       if (info.state.messages === 0) return 0;
       const last = await nats.jsm.streams.getMessage(names.notificationsStream, { seq: info.state.last_seq });
-      return Number(last?.header.get(SourceSequenceHeader) ?? 0);
+      const source = Number(last?.header.get(SourceSequenceHeader) || Number.NaN);
+      // Starting from 0 would publish the whole history again: better to stop and say why.
+      if (!Number.isSafeInteger(source)) {
+        throw new Error(`the last message of ${names.notificationsStream} has no ${SourceSequenceHeader} header`);
+      }
+      return source;
     },
     async apply(events) {
-      const acks: Promise<unknown>[] = [];
+      // One at a time: were one publish to fail and a later one to pass, the retry would
+      // store them out of order, and the checkpoint (the last one's source) would skip it.
       for (const e of events) {
         const n = opts.toNotification(e);
         if (n === null) continue;
@@ -58,29 +64,30 @@ export function createNotificationRelay(opts: RelayOptions): ProjectionRunner {
           throw new InvalidMessageError(`relay made an invalid ${def.type} from ${e.type}`, def.validator.issues(n.data));
         }
         const msgID = `${names.eventsStream}:${e.position}`;
-        // Published in order without waiting for each acknowledgement: the server stores them
-        // in the order it receives them.
-        acks.push(
-          nats.js.publish(def.subject, JSON.stringify(n.data), {
-            msgID,
-            expect: { streamName: names.notificationsStream },
-            headers: encodeHeaders(
-              {
-                type: def.type,
-                version: def.version,
-                correlationId: e.meta.correlationId,
-                causationId: msgID,
-                traceparent: e.meta.traceparent,
-              },
-              { [SourceSequenceHeader]: String(e.position) },
-            ),
-          }),
-        );
+        await nats.js.publish(def.subject, JSON.stringify(n.data), {
+          msgID,
+          expect: { streamName: names.notificationsStream },
+          headers: encodeHeaders(
+            {
+              type: def.type,
+              version: def.version,
+              correlationId: e.meta.correlationId,
+              causationId: msgID,
+              traceparent: e.meta.traceparent,
+            },
+            { [SourceSequenceHeader]: String(e.position) },
+          ),
+        });
       }
-      await Promise.all(acks);
     },
     async healthy() {
-      return !nats.nc.isClosed();
+      // A publish that fails while the stream does not answer is an outage, never poison.
+      try {
+        await nats.jsm.streams.info(names.notificationsStream);
+        return true;
+      } catch {
+        return false;
+      }
     },
   };
   return createProjectionRunner({
