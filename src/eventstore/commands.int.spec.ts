@@ -120,7 +120,9 @@ describe('command bus', () => {
   it('applies 100 concurrent commands on one aggregate exactly once each, with no lost update', async () => {
     const accountId = await openAccount();
     const outcomes = await Promise.all(
-      Array.from({ length: 100 }, (_, i) => sender.send(cmds.Credit, { accountId, amount: i + 1 }, { trace: trace(), timeoutMs: 30_000 })),
+      Array.from({ length: 100 }, (_, i) =>
+        sender.send(cmds.Credit, { accountId, amount: i + 1 }, { trace: trace(), timeoutMs: 30_000 }),
+      ),
     );
     expect(outcomes.filter((o) => o.status === 'succeeded')).toHaveLength(100);
     const events = await eventsOf(accountId);
@@ -202,7 +204,10 @@ describe('command bus', () => {
     const accountId = await openAccount();
     const commandId = uuidv4();
     const r = await sender.send(cmds.Debit, { accountId, amount: 10 }, { commandId, trace: trace() });
-    expect(r).toMatchObject({ status: 'rejected', error: { code: 'insufficient-funds', kind: 'conflict', details: { balance: 0 } } });
+    expect(r).toMatchObject({
+      status: 'rejected',
+      error: { code: 'insufficient-funds', kind: 'conflict', details: { balance: 0 } },
+    });
     await sender.send(cmds.Credit, { accountId, amount: 50 }, { trace: trace() });
     // The retry gets the first answer even though the debit would now pass: no second effect.
     expect(await sender.send(cmds.Debit, { accountId, amount: 10 }, { commandId, trace: trace() })).toEqual(r);
@@ -225,10 +230,19 @@ describe('command bus', () => {
     const sub = t.nats.nc.subscribe(t.names.commandResultSubject(commandId), { max: 1 });
     await t.nats.js.publish(cmds.Credit.subject!, JSON.stringify({ accountId: 'not-a-uuid', amount: -1 }), {
       msgID: commandId,
-      headers: encodeHeaders({ type: cmds.Credit.type, version: 1, correlationId: 'c', causationId: undefined, traceparent: undefined }),
+      headers: encodeHeaders({
+        type: cmds.Credit.type,
+        version: 1,
+        correlationId: 'c',
+        causationId: undefined,
+        traceparent: undefined,
+      }),
     });
     for await (const m of sub) {
-      expect(JSON.parse(new TextDecoder().decode(m.data))).toMatchObject({ status: 'rejected', error: { code: 'invalid-command', kind: 'invalid' } });
+      expect(JSON.parse(new TextDecoder().decode(m.data))).toMatchObject({
+        status: 'rejected',
+        error: { code: 'invalid-command', kind: 'invalid' },
+      });
     }
     const parked = await listDeadLetters(t.nats, t.names);
     const mine = parked.find((d) => d.origin.subject === cmds.Credit.subject && d.error.includes('/accountId'));
@@ -240,9 +254,17 @@ describe('command bus', () => {
   it('parks a message that is not JSON and goes on', async () => {
     await t.nats.js.publish(cmds.Credit.subject!, 'not json{', {
       msgID: uuidv4(),
-      headers: encodeHeaders({ type: cmds.Credit.type, version: 1, correlationId: 'c', causationId: undefined, traceparent: undefined }),
+      headers: encodeHeaders({
+        type: cmds.Credit.type,
+        version: 1,
+        correlationId: 'c',
+        causationId: undefined,
+        traceparent: undefined,
+      }),
     });
-    await expect.poll(async () => (await listDeadLetters(t.nats, t.names)).some((d) => d.error.includes('not JSON')), { timeout: 5_000 }).toBe(true);
+    await expect
+      .poll(async () => (await listDeadLetters(t.nats, t.names)).some((d) => d.error.includes('not JSON')), { timeout: 5_000 })
+      .toBe(true);
     await openAccount();
   });
 
@@ -254,13 +276,18 @@ describe('command bus', () => {
     const parked = (await listDeadLetters(t.nats, t.names)).find((d) => d.msgId === r.commandId);
     expect(parked).toMatchObject({ deliveries: 10, messageType: 'LedgerFlakyCreditCommand' });
     // The failure is stored, so a client polling the command's status learns it.
-    expect(await sender.result(t.names.service, r.commandId)).toMatchObject({ status: 'rejected', error: { code: 'command-failed' } });
+    expect(await sender.result(t.names.service, r.commandId)).toMatchObject({
+      status: 'rejected',
+      error: { code: 'command-failed' },
+    });
     expect(parked?.error).toContain('the lookup service is down');
     expect(await eventsOf(accountId)).toHaveLength(1);
 
     failing = false;
     await replayDeadLetter(t.nats, t.names, parked!.sequence);
-    await expect.poll(() => sender.result(t.names.service, r.commandId), { timeout: 10_000 }).toMatchObject({ status: 'succeeded' });
+    await expect
+      .poll(() => sender.result(t.names.service, r.commandId), { timeout: 10_000 })
+      .toMatchObject({ status: 'succeeded' });
     expect(await eventsOf(accountId)).toHaveLength(2);
     expect((await listDeadLetters(t.nats, t.names)).some((d) => d.msgId === r.commandId)).toBe(false);
   });
@@ -272,7 +299,9 @@ describe('command bus', () => {
     expect(r).toEqual({ status: 'pending', commandId: expect.any(String) });
     expect(await sender.result(t.names.service, r.commandId)).toBeUndefined();
     await startInstance();
-    await expect.poll(() => sender.result(t.names.service, r.commandId), { timeout: 10_000 }).toMatchObject({ status: 'succeeded', aggregateId: accountId });
+    await expect
+      .poll(() => sender.result(t.names.service, r.commandId), { timeout: 10_000 })
+      .toMatchObject({ status: 'succeeded', aggregateId: accountId });
     expect(await eventsOf(accountId)).toHaveLength(1);
   });
 });

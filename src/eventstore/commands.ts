@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { AckPolicy, JetStreamApiError, type JsMsg } from '@nats-io/jetstream';
-import { Kvm, type KV } from '@nats-io/kv';
+import type { KV } from '@nats-io/kv';
+import { openBucket } from './buckets.js';
 import { nanos } from '@nats-io/nats-core';
 import type { Logger } from 'pino';
 import type { Static, TSchema } from 'typebox';
@@ -39,9 +40,8 @@ export function commandIdFromIdempotencyKey(key: string, scope: string): string 
 
 /** Opens (creating if needed) a service's bucket of command results. */
 export async function openCommandResults(nats: Nats, names: ServiceNames): Promise<KV> {
-  return new Kvm(nats.nc).create(names.commandResultsBucket, {
-    history: 1,
-    ttl: COMMAND_RESULT_TTL_MS,
+  return openBucket(nats, names.commandResultsBucket, {
+    ttlMs: COMMAND_RESULT_TTL_MS,
     description: `${names.service}: result of each command by command id, kept ${COMMAND_RESULT_TTL_MS / HOUR} h so that a retried command has no second effect.`,
   });
 }

@@ -1,4 +1,5 @@
-import { Kvm, type KV } from '@nats-io/kv';
+import type { KV } from '@nats-io/kv';
+import { openBucket } from './buckets.js';
 import type { Logger } from 'pino';
 import type { Nats } from './nats.js';
 
@@ -23,9 +24,8 @@ export interface Leases {
 }
 
 export async function createLeases(nats: Nats, bucket: string, log: Logger, ttlMs = 10_000): Promise<Leases> {
-  const kv: KV = await new Kvm(nats.nc).create(bucket, {
-    history: 1,
-    ttl: ttlMs,
+  const kv: KV = await openBucket(nats, bucket, {
+    ttlMs,
     description: 'Leases of single-active consumers (projections, relays): key = consumer, value = holder instance.',
   });
   const renewEvery = Math.max(200, Math.floor(ttlMs / 3));
@@ -47,6 +47,7 @@ export async function createLeases(nats: Nats, bucket: string, log: Logger, ttlM
         for (const l of lostListeners) l();
       };
 
+      let inFlight: Promise<void> = Promise.resolve();
       const tick = async () => {
         if (stopped) return;
         try {
@@ -63,9 +64,9 @@ export async function createLeases(nats: Nats, bucket: string, log: Logger, ttlM
           if (held) lose();
           else if (!isWrongRevision(err)) log.debug({ err, lease: key }, 'lease not acquired');
         }
-        if (!stopped) timer = setTimeout(() => void tick(), renewEvery);
+        if (!stopped) timer = setTimeout(() => (inFlight = tick()), renewEvery);
       };
-      void tick();
+      inFlight = tick();
 
       return {
         acquired: () => acquiredPromise,
@@ -78,6 +79,8 @@ export async function createLeases(nats: Nats, bucket: string, log: Logger, ttlM
         async release() {
           stopped = true;
           if (timer !== undefined) clearTimeout(timer);
+          // A create still under way would otherwise take the lease after its release.
+          await inFlight;
           resolveAcquired?.(false);
           if (held) {
             held = false;

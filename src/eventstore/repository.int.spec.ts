@@ -45,7 +45,13 @@ describe('aggregate repository', () => {
     for (let i = 0; i < 20_000; i++) {
       pending.push(
         t.nats.js.publish(subject, JSON.stringify({ accountId: id, amount: 1 }), {
-          headers: encodeHeaders({ type: 'LedgerAccountCredited', version: 1, correlationId: 'fill', causationId: uuidv4(), traceparent: undefined }),
+          headers: encodeHeaders({
+            type: 'LedgerAccountCredited',
+            version: 1,
+            correlationId: 'fill',
+            causationId: uuidv4(),
+            traceparent: undefined,
+          }),
         }),
       );
       if (pending.length >= 1_000) await Promise.all(pending.splice(0));
@@ -106,7 +112,9 @@ describe('aggregate repository', () => {
     const id = uuidv4();
     const repo = createAggregateRepository({ store, aggregate: ledgerAccount, log: testLog });
     await repo.execute(id, { type: 'open', accountId: id, owner: 'ann' }, ctx());
-    await expect(repo.execute(id, { type: 'credit', accountId: id, amount: 0.5 }, ctx())).rejects.toThrow(/invalid LedgerAccountCredited/);
+    await expect(repo.execute(id, { type: 'credit', accountId: id, amount: 0.5 }, ctx())).rejects.toThrow(
+      /invalid LedgerAccountCredited/,
+    );
     expect(await store.lastRevision('account', id)).toBeGreaterThan(0);
     expect((await repo.load(id)).state).toMatchObject({ balance: 0 });
   });

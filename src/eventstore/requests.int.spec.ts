@@ -8,7 +8,11 @@ import { connectNats } from './nats.js';
 import { createServiceEndpoints, request, type EndpointDefinition, type RequestService } from './requests.js';
 import { freshServiceName, NATS_URL, testLog } from './testing/nats.js';
 
-const trace = { correlationId: 'c-1', causationId: 'cause-1', traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' };
+const trace = {
+  correlationId: 'c-1',
+  causationId: 'cause-1',
+  traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01',
+};
 
 function echoMessages(svc: string) {
   return {
@@ -54,13 +58,21 @@ describe('request/reply endpoints', () => {
 
   async function startEcho(svc: string, handler: EchoHandler, nc = serverNc) {
     const defs = echoMessages(svc);
-    const service = await createServiceEndpoints({ nc, name: svc, version: '1.2.3', description: `${svc}: echoes`, log: testLog });
+    const service = await createServiceEndpoints({
+      nc,
+      name: svc,
+      version: '1.2.3',
+      description: `${svc}: echoes`,
+      log: testLog,
+    });
     started.push(service);
     await service.addEndpoint({ ...defs, handler });
     return { service, defs };
   }
 
-  const echo = (by = 'one'): EchoHandler => async (body) => ({ text: body.text, by });
+  const echo =
+    (by = 'one'): EchoHandler =>
+    async (body) => ({ text: body.text, by });
 
   it('answers a request with the handler response and hands the handler the trace headers', async () => {
     const svc = freshServiceName();
@@ -81,7 +93,13 @@ describe('request/reply endpoints', () => {
     const { defs } = await startEcho(svc, echo());
     const msg = await clientNc.request(defs.request.subject!, encodeJson({ text: 'x' }), {
       timeout: 2_000,
-      headers: encodeHeaders({ type: 'TestEchoRequest', version: 1, correlationId: 'corr-9', causationId: undefined, traceparent: undefined }),
+      headers: encodeHeaders({
+        type: 'TestEchoRequest',
+        version: 1,
+        correlationId: 'corr-9',
+        causationId: undefined,
+        traceparent: undefined,
+      }),
     });
     expect(msg.headers?.get('Message-Type')).toBe('TestEchoResponse');
     expect(msg.headers?.get('Message-Version')).toBe('1');
@@ -128,7 +146,12 @@ describe('request/reply endpoints', () => {
 
     expect(err).toBeInstanceOf(RemoteError);
     expect((err as RemoteError).status).toBe(404);
-    expect((err as RemoteError).body).toEqual({ code: 'echo-not-found', kind: 'not-found', message: 'nothing to echo', details: { text: 'x' } });
+    expect((err as RemoteError).body).toEqual({
+      code: 'echo-not-found',
+      kind: 'not-found',
+      message: 'nothing to echo',
+      details: { text: 'x' },
+    });
   });
 
   it('answers an unexpected error with 500 internal and does not leak its message', async () => {
@@ -183,10 +206,12 @@ describe('request/reply endpoints', () => {
   it('has each request answered by exactly one of two instances in the queue group', async () => {
     const svc = freshServiceName();
     const calls = { one: 0, two: 0 };
-    const count = (by: 'one' | 'two'): EchoHandler => async (body) => {
-      calls[by]++;
-      return { text: body.text, by };
-    };
+    const count =
+      (by: 'one' | 'two'): EchoHandler =>
+      async (body) => {
+        calls[by]++;
+        return { text: body.text, by };
+      };
     const { defs } = await startEcho(svc, count('one'), serverNc);
     await startEcho(svc, count('two'), otherServerNc);
 
@@ -200,7 +225,13 @@ describe('request/reply endpoints', () => {
     const onceReplies = await clientNc.requestMany(defs.request.subject!, encodeJson({ text: 'once' }), {
       strategy: 'timer',
       maxWait: 500,
-      headers: encodeHeaders({ type: 'TestEchoRequest', version: 1, correlationId: 'c-2', causationId: undefined, traceparent: undefined }),
+      headers: encodeHeaders({
+        type: 'TestEchoRequest',
+        version: 1,
+        correlationId: 'c-2',
+        causationId: undefined,
+        traceparent: undefined,
+      }),
     });
     for await (const m of onceReplies) replies.push(m);
     expect(replies).toHaveLength(1);
@@ -240,7 +271,12 @@ describe('request/reply endpoints', () => {
             name: 'echo',
             subject: `${svc}.requests.echo`,
             queue_group: svc,
-            metadata: { request_type: 'TestEchoRequest', request_version: '1', response_type: 'TestEchoResponse', response_version: '1' },
+            metadata: {
+              request_type: 'TestEchoRequest',
+              request_version: '1',
+              response_type: 'TestEchoResponse',
+              response_version: '1',
+            },
           },
         ],
       },
@@ -272,7 +308,13 @@ describe('request/reply endpoints', () => {
 
     expect(stats).toHaveLength(1);
     const s = stats[0]!;
-    expect(s).toMatchObject({ type: 'io.nats.micro.v1.stats_response', name: svc, id: service.id, version: '1.2.3', metadata: {} });
+    expect(s).toMatchObject({
+      type: 'io.nats.micro.v1.stats_response',
+      name: svc,
+      id: service.id,
+      version: '1.2.3',
+      metadata: {},
+    });
     expect(new Date(s.started as string).toISOString()).toBe(s.started);
     const endpoints = s.endpoints as Record<string, unknown>[];
     expect(endpoints).toHaveLength(1);

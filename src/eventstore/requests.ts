@@ -11,16 +11,15 @@ import type { Logger } from 'pino';
 import type { Static, TSchema } from 'typebox';
 import { compileValidator, type MessageDefinition } from '../../schemas/message.js';
 import { ErrorBody, type ErrorKind } from '../../schemas/platform.js';
-import { DomainError, InvalidMessageError, NoRespondersError, RemoteError, RequestTimeoutError, STATUS_OF_KIND } from './errors.js';
 import {
-  decodeHeaders,
-  decodeJson,
-  encodeHeaders,
-  encodeJson,
-  Header,
-  type MessageMeta,
-  type TraceContext,
-} from './headers.js';
+  DomainError,
+  InvalidMessageError,
+  NoRespondersError,
+  RemoteError,
+  RequestTimeoutError,
+  STATUS_OF_KIND,
+} from './errors.js';
+import { decodeHeaders, decodeJson, encodeHeaders, encodeJson, Header, type MessageMeta, type TraceContext } from './headers.js';
 
 /** Headers of an error reply, as the NATS service protocol (ADR-32) defines them. */
 export const ServiceErrorHeader = {
@@ -35,7 +34,6 @@ const SEMVER =
   /^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$/;
 
 const errorBodyValidator = compileValidator(ErrorBody);
-
 
 /** What a request handler gets besides the body. */
 export interface RequestContext {
@@ -141,8 +139,7 @@ export async function createServiceEndpoints(opts: ServiceEndpointsOptions): Pro
         num_errors: e.stats.numErrors,
         last_error: e.stats.lastError,
         processing_time: e.stats.processingNs,
-        average_processing_time:
-          e.stats.numRequests === 0 ? 0 : Math.trunc(e.stats.processingNs / e.stats.numRequests),
+        average_processing_time: e.stats.numRequests === 0 ? 0 : Math.trunc(e.stats.processingNs / e.stats.numRequests),
       })),
     }),
   } as const;
@@ -258,9 +255,7 @@ async function answer<Req extends TSchema, Res extends TSchema>(
   try {
     meta = decodeHeaders(msg.headers);
     if (meta.type !== def.request.type || meta.version !== def.request.version) {
-      throw new InvalidMessageError(
-        `expected ${def.request.type} v${def.request.version}, got ${meta.type} v${meta.version}`,
-      );
+      throw new InvalidMessageError(`expected ${def.request.type} v${def.request.version}, got ${meta.type} v${meta.version}`);
     }
     const data = decodeJson(msg.data);
     const issues = def.request.validator.issues(data);
@@ -364,10 +359,7 @@ export async function request<Req extends TSchema, Res extends TSchema>(
     msg = await nc.request(subject, encodeJson(body), { timeout: timeoutMs, headers });
   } catch (err) {
     if (err instanceof natsErrors.TimeoutError) throw new RequestTimeoutError(subject, timeoutMs, { cause: err });
-    if (
-      err instanceof natsErrors.NoRespondersError ||
-      (err instanceof natsErrors.RequestError && err.isNoResponders())
-    ) {
+    if (err instanceof natsErrors.NoRespondersError || (err instanceof natsErrors.RequestError && err.isNoResponders())) {
       throw new NoRespondersError(subject, { cause: err });
     }
     throw err;

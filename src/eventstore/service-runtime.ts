@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { Kvm, type KV } from '@nats-io/kv';
+import type { KV } from '@nats-io/kv';
+import { openBucket } from './buckets.js';
 import type { Logger } from 'pino';
 import { openCommandResults } from './commands.js';
 import { createLeases, type Leases } from './leases.js';
@@ -27,8 +28,7 @@ export interface ServiceRuntime {
 export async function createServiceRuntime(nats: Nats, service: string, log: Logger): Promise<ServiceRuntime> {
   const names = serviceNames(service);
   await ensureStreams(nats.jsm, serviceStreamConfigs(names));
-  const snapshots = await new Kvm(nats.nc).create(names.snapshotsBucket, {
-    history: 1,
+  const snapshots = await openBucket(nats, names.snapshotsBucket, {
     description: `${service}: aggregate snapshots (key <aggregate>.<id>), so long histories are not replayed per command.`,
   });
   const slog = log.child({ svc: service });

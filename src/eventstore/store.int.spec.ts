@@ -16,7 +16,17 @@ describe('JetStream event store', () => {
   afterAll(() => t.cleanup());
 
   it('appends to a new aggregate at revision 0 and reads it back with its headers', async () => {
-    const r = await store.append({ aggregate: 'account', id: 'a1', event: opened('a1'), expectedRevision: 0, trace: { correlationId: 'corr', causationId: 'cmd-1', traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' } });
+    const r = await store.append({
+      aggregate: 'account',
+      id: 'a1',
+      event: opened('a1'),
+      expectedRevision: 0,
+      trace: {
+        correlationId: 'corr',
+        causationId: 'cmd-1',
+        traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01',
+      },
+    });
     expect(r.position).toBeGreaterThan(0);
     expect(await store.lastRevision('account', 'a1')).toBe(r.position);
     const events = [];
@@ -28,7 +38,11 @@ describe('JetStream event store', () => {
       data: { accountId: 'a1', owner: 'ann' },
       position: r.position,
       subject: `${t.names.service}.events.account.a1`,
-      meta: { correlationId: 'corr', causationId: 'cmd-1', traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' },
+      meta: {
+        correlationId: 'corr',
+        causationId: 'cmd-1',
+        traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01',
+      },
     });
   });
 

@@ -73,7 +73,8 @@ export function serviceStreamConfigs(names: ServiceNames): NamedStreamConfig[] {
       subjects: [`${s}.events.>`],
       retention: RetentionPolicy.Limits,
       storage: StorageType.File,
-      discard: DiscardPolicy.Old,
+      // Were a limit ever set, refuse new events rather than drop the oldest: this is the source of truth.
+      discard: DiscardPolicy.New,
       deny_delete: true,
       deny_purge: true,
       allow_direct: true,
@@ -85,7 +86,7 @@ export function serviceStreamConfigs(names: ServiceNames): NamedStreamConfig[] {
       subjects: [`${s}.commands.>`],
       retention: RetentionPolicy.Workqueue,
       storage: StorageType.File,
-      discard: DiscardPolicy.Old,
+      discard: DiscardPolicy.New,
       duplicate_window: nanos(2 * MINUTE),
     },
     {
@@ -94,7 +95,7 @@ export function serviceStreamConfigs(names: ServiceNames): NamedStreamConfig[] {
       subjects: [`${s}.notifications.>`],
       retention: RetentionPolicy.Limits,
       storage: StorageType.File,
-      discard: DiscardPolicy.Old,
+      discard: DiscardPolicy.New,
       deny_delete: true,
       deny_purge: true,
       // A relay that restarts republishes what it had not acknowledged; a wider window than
@@ -118,10 +119,7 @@ export function serviceStreamConfigs(names: ServiceNames): NamedStreamConfig[] {
  * Creates the streams that are missing and brings existing ones to the given configuration
  * (only the settings JetStream lets change; a stream's retention, for one, is fixed).
  */
-export async function ensureStreams(
-  jsm: JetStreamManager,
-  configs: readonly NamedStreamConfig[],
-): Promise<void> {
+export async function ensureStreams(jsm: JetStreamManager, configs: readonly NamedStreamConfig[]): Promise<void> {
   for (const config of configs) {
     const name = config.name;
     try {

@@ -1,0 +1,23 @@
+import { Kvm, type KV } from '@nats-io/kv';
+import { nanos } from '@nats-io/nats-core';
+import type { Nats } from './nats.js';
+
+/**
+ * Opens a KV bucket, creating it if needed, and brings an existing bucket's TTL and
+ * description to what the code says (`Kvm.create` keeps an existing bucket as it is, so a
+ * changed TTL would otherwise never reach it).
+ */
+export async function openBucket(nats: Nats, name: string, opts: { ttlMs?: number; description: string }): Promise<KV> {
+  const kv = await new Kvm(nats.nc).create(name, {
+    history: 1,
+    description: opts.description,
+    ...(opts.ttlMs === undefined ? {} : { ttl: opts.ttlMs }),
+  });
+  const stream = `KV_${name}`;
+  const info = await nats.jsm.streams.info(stream);
+  const maxAge = opts.ttlMs === undefined ? 0 : nanos(opts.ttlMs);
+  if (info.config.max_age !== maxAge || info.config.description !== opts.description) {
+    await nats.jsm.streams.update(stream, { ...info.config, max_age: maxAge, description: opts.description });
+  }
+  return kv;
+}
