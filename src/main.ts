@@ -1,3 +1,6 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { loadConfig } from './config.js';
 import { createLogger } from './log.js';
 import { connectNats } from './eventstore/nats.js';
@@ -5,6 +8,22 @@ import { createServiceRuntime, type ServiceRuntime } from './eventstore/service-
 import { buildApp } from './http/app.js';
 
 const SERVICES = ['auth', 'content', 'alerts', 'mailing'] as const;
+const DESCRIPTIONS: Record<(typeof SERVICES)[number], string> = {
+  auth: 'ObeyForum accounts, sessions, bans, roles and permissions',
+  content: 'ObeyForum categories, sections, threads and posts',
+  alerts: 'ObeyForum per-user alerts',
+  mailing: 'ObeyForum outgoing email',
+};
+const VERSION = packageVersion();
+
+/** The version in the project's package.json, from src/ (tsx) as from dist/src/ (built). */
+function packageVersion(): string {
+  for (let dir = dirname(fileURLToPath(import.meta.url)); dir !== dirname(dir); dir = dirname(dir)) {
+    const file = join(dir, 'package.json');
+    if (existsSync(file)) return (JSON.parse(readFileSync(file, 'utf8')) as { version: string }).version;
+  }
+  return '0.0.0';
+}
 type ServiceName = (typeof SERVICES)[number];
 
 /**
@@ -31,7 +50,8 @@ async function main(): Promise<void> {
   });
   log.info({ server: nats.serverVersion, services }, 'connected to NATS');
   const runtimes: ServiceRuntime[] = [];
-  for (const s of services) runtimes.push(await createServiceRuntime(nats, s, log));
+  for (const s of services)
+    runtimes.push(await createServiceRuntime(nats, s, log, { version: VERSION, description: DESCRIPTIONS[s] }));
 
   const app = buildApp({ log });
   app.get('/health/live', async () => ({ status: 'ok' }));
@@ -60,6 +80,7 @@ async function main(): Promise<void> {
     const force = setTimeout(() => process.exit(1), 15_000);
     force.unref();
     await app.close();
+    for (const r of runtimes) await r.stop();
     await nats.nc.drain();
     log.info('stopped');
     process.exit(0);
