@@ -298,7 +298,9 @@ export function createCommandProcessor(opts: CommandProcessorOptions): CommandPr
         }
       }
       const handler = handlers.get(m.subject);
-      if (handler === undefined) throw new InvalidMessageError(`no handler for ${m.subject}`);
+      // Not invalid: during a rolling deploy a new command can reach an instance that does not
+      // know it yet. Redelivered with backoff, it finds a newer instance, or is parked.
+      if (handler === undefined) throw new Error(`no handler for ${m.subject} in this instance`);
       meta = decodeHeaders(m.headers);
       const { def, repo } = handler;
       if (meta.type !== def.command.type) throw new InvalidMessageError(`Message-Type ${meta.type} on ${m.subject}`);
