@@ -17,7 +17,14 @@ export async function openBucket(nats: Nats, name: string, opts: { ttlMs?: numbe
   const info = await nats.jsm.streams.info(stream);
   const maxAge = opts.ttlMs === undefined ? 0 : nanos(opts.ttlMs);
   if (info.config.max_age !== maxAge || info.config.description !== opts.description) {
-    await nats.jsm.streams.update(stream, { ...info.config, max_age: maxAge, description: opts.description });
+    // The server refuses a duplicate window longer than the max age.
+    const window = maxAge === 0 ? info.config.duplicate_window : Math.min(info.config.duplicate_window, maxAge);
+    await nats.jsm.streams.update(stream, {
+      ...info.config,
+      max_age: maxAge,
+      duplicate_window: window,
+      description: opts.description,
+    });
   }
   return kv;
 }

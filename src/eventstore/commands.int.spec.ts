@@ -200,6 +200,17 @@ describe('command bus', () => {
     expect(await eventsOf(accountId)).toHaveLength(2);
   });
 
+  it('treats a retry whose JSON keys come in another order as the same command', async () => {
+    const accountId = await openAccount();
+    const commandId = uuidv4();
+    const first = await sender.send(cmds.Credit, { accountId, amount: 4 }, { commandId, trace: trace() });
+    const reordered = await sender.send(cmds.Credit, { amount: 4, accountId }, { commandId, trace: trace() });
+    expect(reordered).toEqual(first);
+    await new Promise((r) => setTimeout(r, 1_100));
+    expect(await sender.send(cmds.Credit, { amount: 4, accountId }, { commandId, trace: trace() })).toEqual(first);
+    expect(await eventsOf(accountId)).toHaveLength(2);
+  });
+
   it('returns a domain rejection with its code, and the same rejection on a retry', async () => {
     const accountId = await openAccount();
     const commandId = uuidv4();

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import canonicalize from 'canonicalize';
 import { AckPolicy, JetStreamApiError, type JsMsg } from '@nats-io/jetstream';
 import type { KV } from '@nats-io/kv';
 import { openBucket } from './buckets.js';
@@ -97,7 +98,7 @@ export function createCommandSender(nats: Nats, defaults: { timeoutMs: number })
     const names = serviceNames(subject.split('.')[0] ?? '');
     const timeoutMs = opts.timeoutMs ?? defaults.timeoutMs;
     const data = encodeJson(body);
-    const payloadHash = hashOf(data);
+    const payloadHash = hashOfBody(body);
     // Within the duplicate window the stream keeps the first command under this id, whatever
     // this one says: a result for another body means the id (an idempotency key) was reused.
     const mine = (r: CommandResult, hash: string | undefined): CommandResult =>
@@ -283,7 +284,7 @@ export function createCommandProcessor(opts: CommandProcessorOptions): CommandPr
   async function handle(m: JsMsg): Promise<void> {
     const commandId = m.headers?.get(Header.CommandId) || (m.headers?.get(Header.MsgId) ?? '');
     const mlog = log.child({ seq: m.seq, subject: m.subject, commandId });
-    const payloadHash = hashOf(m.data);
+    const payloadHash = hashOfMessage(m.data);
     let meta: MessageMeta | undefined;
     try {
       if (!isUuid(commandId)) throw new InvalidMessageError('Nats-Msg-Id must be the command id (a UUID)');
@@ -347,9 +348,11 @@ export function createCommandProcessor(opts: CommandProcessorOptions): CommandPr
         await parkMessage(nats, names, { consumer: consumerName, msg: m, error: errorText(err) });
         // Stored, so a client polling its status URL learns the outcome; a replay clears it.
         const failed = new DomainError('command-failed', 'internal', 'the command could not be handled');
-        await settle(m, commandId, rejected(commandId, failed), payloadHash, meta).catch(() => {
-          reply(commandId, rejected(commandId, failed), payloadHash, meta);
-          m.ack();
+        await settle(m, commandId, rejected(commandId, failed), payloadHash, meta).catch((storeErr: unknown) => {
+          // Unstored, a failure must not be announced: the command may have had its effect
+          // (a result that could not be stored is what failed). Redelivered, it is decided again.
+          mlog.error({ err: storeErr }, 'failure of a command could not be stored; redelivering it');
+          m.nak(delays.max);
         });
         return;
       }
@@ -424,8 +427,22 @@ export function createCommandProcessor(opts: CommandProcessorOptions): CommandPr
 /** Carries the SHA-256 of a command's body, and of the command a result belongs to. */
 export const PayloadHashHeader = 'Obey-Payload-Hash';
 
-function hashOf(data: Uint8Array): string {
-  return createHash('sha256').update(data).digest('hex');
+/**
+ * The hash of a command body in its canonical JSON (RFC 8785): the same command retried with
+ * its keys in another order is still the same command.
+ */
+function hashOfBody(body: unknown): string {
+  return createHash('sha256')
+    .update(canonicalize(body) ?? '')
+    .digest('hex');
+}
+
+function hashOfMessage(data: Uint8Array): string {
+  try {
+    return hashOfBody(JSON.parse(new TextDecoder().decode(data)));
+  } catch {
+    return createHash('sha256').update(data).digest('hex');
+  }
 }
 
 function keyReused(): DomainError {

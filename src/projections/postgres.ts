@@ -65,8 +65,14 @@ export function createPostgresProjection<DB>(
       }
     },
     async healthy() {
+      // A write, not a select: a database that answers but refuses writes (a read-only
+      // standby, a full disk) is down for a projection, and what fails meanwhile is not poison.
       try {
-        await sql`select 1`.execute(db);
+        await db
+          .withSchema(schema)
+          .updateTable('obey_checkpoint')
+          .set({ updated_at: sql`now()` })
+          .execute();
         return true;
       } catch {
         return false;

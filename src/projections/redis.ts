@@ -91,8 +91,10 @@ export function createRedisProjection(definition: RedisProjectionDefinition, red
       });
     },
     async healthy() {
+      // A write, not a PING: a Redis that answers but refuses writes (OOM, READONLY after a
+      // failover) is down for a projection, and what fails meanwhile is not poison.
       try {
-        return (await redis.ping()) === 'PONG';
+        return (await redis.set(`${definition.name}:health`, String(Date.now()))) === 'OK';
       } catch {
         return false;
       }

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { Type } from 'typebox';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { defineMessage } from '../../schemas/message.js';
+import { listDeadLetters } from '../eventstore/dead-letters.js';
 import { Header } from '../eventstore/headers.js';
 import type { Nats } from '../eventstore/nats.js';
 import type { StoredEvent } from '../eventstore/store.js';
@@ -98,6 +99,28 @@ describe('notification relay', () => {
     for (const id of ids) for await (const e of bed.store.read('account', id)) if (e.type === Opened.type) out.push(e);
     return out.sort((a, b) => a.position - b.position);
   }
+
+  it('waits out a notifications stream that refuses writes, parking nothing and losing nothing', async () => {
+    const { ledger, service } = bed;
+    const { nats, names } = service;
+    const info = await nats.jsm.streams.info(names.notificationsStream);
+    // Full: a stream that answers but refuses every publish (discard new, one message at most).
+    await nats.jsm.streams.update(names.notificationsStream, { ...info.config, max_msgs: 1 });
+    for (const id of ['a', 'b', 'c']) await ledger.open(id, `owner-${id}`);
+    startRelay(nats);
+    await expect.poll(async () => (await notifications()).length, { timeout: 5_000 }).toBe(1);
+    // Well past the attempts after which poison is parked.
+    await new Promise((r) => setTimeout(r, 2_500));
+    await nats.jsm.streams.update(names.notificationsStream, { ...info.config, max_msgs: -1 });
+    await expect
+      .poll(async () => (await notifications()).map((n) => n.data), { timeout: 15_000 })
+      .toEqual([
+        { accountId: 'a', owner: 'owner-a' },
+        { accountId: 'b', owner: 'owner-b' },
+        { accountId: 'c', owner: 'owner-c' },
+      ]);
+    expect(await listDeadLetters(nats, names)).toEqual([]);
+  });
 
   it('publishes one notification per mapped event, identified by the stream and sequence of its source', async () => {
     const { ledger, service } = bed;

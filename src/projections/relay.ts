@@ -41,6 +41,9 @@ export function createNotificationRelay(opts: RelayOptions): ProjectionRunner {
   const { nats, names } = opts;
   const target: ProjectionTarget = {
     watchCheckpoint: false,
+    // A publish that fails (a full stream, a timeout, an outage) is retried until it passes:
+    // a parked notification could never be replayed. Only an invalid one is parked.
+    parkOnlyInvalid: true,
     async checkpoint() {
       const info = await nats.jsm.streams.info(names.notificationsStream);
       if (info.state.messages === 0) return 0;

@@ -32,6 +32,11 @@ export interface ProjectionTarget {
    * flushed, a schema dropped). Default true.
    */
   readonly watchCheckpoint?: boolean;
+  /**
+   * Only InvalidMessageError is poison (default false: any error that persists while the
+   * store is healthy). For targets whose failures are the infrastructure's, like a publisher.
+   */
+  readonly parkOnlyInvalid?: boolean;
 }
 
 /** The JetStream side of a projection: which stream it follows and its durable consumer. */
@@ -133,7 +138,8 @@ export function createProjectionRunner(opts: ProjectionRunnerOptions): Projectio
     polling = true;
     try {
       while (positionWaiters.size > 0 && !stopped) {
-        const cp = await target.checkpoint().catch(() => -1);
+        // Bounded: a hung store must not leave every later query waiting on this one read.
+        const cp = await withTimeout(target.checkpoint(), 1_000).catch(() => -1);
         for (const [settle, position] of positionWaiters) if (cp >= position) settle(true);
         if (positionWaiters.size === 0) break;
         await new Promise<void>((resolve) => {
@@ -203,7 +209,8 @@ export function createProjectionRunner(opts: ProjectionRunnerOptions): Projectio
           return;
         }
         // While the store is down nothing is poison: wait for it. An invalid result is poison.
-        if (err instanceof InvalidMessageError || (await target.healthy().catch(() => false))) attempts++;
+        if (err instanceof InvalidMessageError) attempts++;
+        else if (target.parkOnlyInvalid !== true && (await target.healthy().catch(() => false))) attempts++;
         if ((attempts >= maxAttempts || err instanceof InvalidMessageError) && m !== undefined) {
           await park(m, errorText(err));
           await retryForever(() => target.apply([], upTo, guard()), 'skip parked');
@@ -382,6 +389,14 @@ export function createProjectionRunner(opts: ProjectionRunnerOptions): Projectio
  */
 function buffered(iter: ConsumerMessages): number {
   return iter.getReceived() - iter.getProcessed();
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }
 
 function errorText(err: unknown): string {
