@@ -339,7 +339,7 @@ export function createCommandProcessor(opts: CommandProcessorOptions): CommandPr
           return;
         }
         const invalid = new DomainError('invalid-command', 'invalid', err.message, { issues: err.issues });
-        await settle(m, commandId, rejected(commandId, invalid), payloadHash, meta);
+        await settle(m, commandId, rejected(commandId, invalid), payloadHash, meta).catch(() => m.nak(delays.max));
         return;
       }
       const deliveries = m.info.deliveryCount;
@@ -377,6 +377,12 @@ export function createCommandProcessor(opts: CommandProcessorOptions): CommandPr
           }
         })();
         for await (const m of iter) {
+          // Once stopped, what is still buffered is left to redelivery; the iterator is drained
+          // rather than abandoned, as nats.js finishes stopping it only as it is read.
+          if (stopped) {
+            iter.stop();
+            continue;
+          }
           // A message that crashed its handler's process again and again is parked unread.
           const task = (m.info.deliveryCount > maxDeliver + 1 ? parkUnread(m) : handle(m)).catch((err: unknown) => {
             log.error({ err, seq: m.seq }, 'command handling failed');
@@ -384,7 +390,6 @@ export function createCommandProcessor(opts: CommandProcessorOptions): CommandPr
           inFlight.add(task);
           void task.finally(() => inFlight.delete(task));
           while (inFlight.size >= concurrency) await Promise.race(inFlight);
-          if (stopped) break;
         }
         iter.stop();
       } catch (err) {
