@@ -303,6 +303,20 @@ describe('command bus', () => {
     expect((await listDeadLetters(t.nats, t.names)).some((d) => d.msgId === r.commandId)).toBe(false);
   });
 
+  it('recreates a deleted command consumer and goes on handling commands', async () => {
+    // Both instances past their start-up (which ensures the consumer) before it is deleted.
+    await openAccount();
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await t.nats.jsm.consumers.delete(t.names.commandsStream, `${t.names.service}-command-handlers`)).toBe(true);
+    const accountId = uuidv4();
+    const r = await sender.send(cmds.OpenAccount, { accountId, owner: 'cy' }, { trace: trace(), timeoutMs: 200 });
+    // Answered at once if a handler noticed first, else as soon as one has recreated it.
+    await expect
+      .poll(async () => (r.status === 'pending' ? sender.result(t.names.service, r.commandId) : r), { timeout: 30_000 })
+      .toMatchObject({ status: 'succeeded', aggregateId: accountId });
+    expect(await eventsOf(accountId)).toHaveLength(1);
+  });
+
   it('answers pending when no handler answers in time, and the command is handled once one runs', async () => {
     for (const p of processors.splice(0)) await p.stop();
     const accountId = uuidv4();
