@@ -271,14 +271,27 @@ export function createCommandProcessor(opts: CommandProcessorOptions): CommandPr
 
   /** Stores a final answer and sends it; a failure to store leaves the message to redelivery. */
   async function settle(m: JsMsg, commandId: string, result: CommandResult, payloadHash: string, meta: MessageMeta | undefined) {
-    await storeResult(commandId, result, payloadHash);
-    reply(commandId, result, payloadHash, meta);
+    const kept = await storeResult(commandId, result, payloadHash);
+    reply(commandId, kept.payloadHash === payloadHash ? kept.result : rejected(commandId, keyReused()), payloadHash, meta);
     m.ack();
   }
 
-  async function storeResult(commandId: string, result: CommandResult, payloadHash: string): Promise<void> {
+  /**
+   * Stores a command's result unless one is stored already: the first result of a command id
+   * stands (a success is never overwritten by a later failure, nor one body's result by
+   * another's). Returns the result that is kept.
+   */
+  async function storeResult(commandId: string, result: CommandResult, payloadHash: string): Promise<StoredCommandResult> {
     const stored: StoredCommandResult = { result, payloadHash, storedAt: new Date().toISOString() };
-    await results.put(commandId, JSON.stringify(stored));
+    try {
+      await results.create(commandId, JSON.stringify(stored));
+      return stored;
+    } catch (err) {
+      const existing = await results.get(commandId);
+      const value: unknown = existing?.operation === 'PUT' ? existing.json() : undefined;
+      if (storedCommandResultValidator.check(value)) return value;
+      throw err;
+    }
   }
 
   async function handle(m: JsMsg): Promise<void> {
