@@ -12,7 +12,10 @@ import type { ProjectionTarget } from './runner.js';
 export interface PostgresProjectionDefinition<DB = any> {
   /** Schema name: lower case letters, digits and underscores. */
   readonly name: string;
-  /** Bump when the tables change shape: the projection is then rebuilt on start. */
+  /**
+   * Bump when the tables change shape: started through createPostgresProjectionRunner, the
+   * projection is then rebuilt (fresh schema, then swap) by the first instance that leads.
+   */
   readonly version: number;
   readonly events: readonly MessageDefinition<TSchema>[];
   /** Creates the tables; `db` is scoped to the projection's schema. */

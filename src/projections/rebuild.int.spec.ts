@@ -2,7 +2,8 @@ import { sql } from 'kysely';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { testLog } from '../eventstore/testing/nats.js';
 import { createPostgresProjection } from './postgres.js';
-import { rebuildPostgresProjection, type RebuildProgress } from './rebuild.js';
+import { createPostgresProjectionRunner, rebuildPostgresProjection, type RebuildProgress } from './rebuild.js';
+import { ledgerSource } from './testing/ledger.js';
 import { createProjectionBed, sleep, type ProjectionBed } from './testing/bed.js';
 import { ledgerBalancesDefinition, readAccounts } from './testing/ledger.js';
 import { freshDatabase, schemaExists, type TestDatabase } from './testing/postgres.js';
@@ -115,5 +116,52 @@ describe('Postgres projection rebuild', () => {
     expect(await ref.waitForPosition(ledger.lastPosition, 10_000)).toBe(true);
     expect(await readAccounts(pg.db, 'balances')).toEqual(ledger.expected());
     expect(await readAccounts(pg.db, 'reference')).toEqual(ledger.expected());
+  });
+  it('rebuilds the read model on start when its definition has a new version', async () => {
+    const { ledger, service, nats, leases } = bed;
+    const v1 = ledgerBalancesDefinition('versioned');
+    const start = (definition: typeof v1) => {
+      const { runner } = createPostgresProjectionRunner({
+        nats,
+        names: service.names,
+        leases,
+        instanceId: `i-${Math.random().toString(16).slice(2)}`,
+        log: testLog,
+        db: pg.db,
+        definition,
+        source: ledgerSource(service.names, definition.name),
+        retryDelayMs: { initial: 20, max: 200 },
+      });
+      runner.start();
+      return runner;
+    };
+    for (let i = 0; i < 5; i++) await ledger.open(`a${i}`, `owner-${i}`);
+    for (let i = 0; i < 50; i++) await ledger.credit(`a${i % 5}`, i + 1);
+    const first = start(v1);
+    expect(await first.waitForPosition(ledger.lastPosition, 10_000)).toBe(true);
+    await first.stop();
+
+    // The next release adds a column: version 2.
+    const v2 = {
+      ...v1,
+      version: 2,
+      async migrate(db: Parameters<typeof v1.migrate>[0]) {
+        await v1.migrate(db);
+        await db.schema.alterTable('accounts').addColumn('note', 'text').execute();
+      },
+    };
+    await ledger.credit('a1', 1_000);
+    const second = start(v2);
+    expect(await second.waitForPosition(ledger.lastPosition, 15_000)).toBe(true);
+    const row = await sql<{ version: number }>`select version from versioned.obey_checkpoint`.execute(pg.db);
+    expect(row.rows[0]?.version).toBe(2);
+    const columns = await sql<{ column_name: string }>`select column_name from information_schema.columns
+      where table_schema = 'versioned' and table_name = 'accounts'`.execute(pg.db);
+    expect(columns.rows.map((c) => c.column_name)).toContain('note');
+    const rows = (await readAccounts(pg.db, 'versioned')) as (Awaited<ReturnType<typeof readAccounts>>[number] & {
+      note?: unknown;
+    })[];
+    expect(rows.map(({ note: _note, ...row }) => row)).toEqual(ledger.expected());
+    await second.stop();
   });
 });

@@ -3,7 +3,21 @@ import { sql, type Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import { toStoredEvent, type StoredEvent } from '../eventstore/store.js';
 import type { Nats } from '../eventstore/nats.js';
-import { applyInTransaction, createSchema, lockProjection, type PostgresProjectionDefinition } from './postgres.js';
+import {
+  applyInTransaction,
+  createPostgresProjection,
+  createSchema,
+  lockProjection,
+  type PostgresProjection,
+  type PostgresProjectionDefinition,
+} from './postgres.js';
+import {
+  createProjectionRunner,
+  type ProjectionRunner,
+  type ProjectionRunnerOptions,
+  type ProjectionSource,
+  type ProjectionTarget,
+} from './runner.js';
 
 export interface RebuildProgress {
   readonly applied: number;
@@ -142,4 +156,47 @@ export async function rebuildPostgresProjection(opts: RebuildOptions): Promise<R
  */
 function buffered(iter: ConsumerMessages): number {
   return iter.getReceived() - iter.getProcessed();
+}
+
+export interface PostgresProjectionRunnerOptions
+  extends Omit<ProjectionRunnerOptions, 'target' | 'source'>, Pick<RebuildOptions, 'batchSize' | 'onProgress'> {
+  readonly db: Kysely<any>;
+  readonly definition: PostgresProjectionDefinition;
+  readonly source: Omit<ProjectionSource, 'events'>;
+}
+
+/**
+ * A Postgres projection and its runner, ready to start. Whichever instance wins the lease
+ * first creates the schema if it is missing, and rebuilds the read model (fresh schema, then
+ * swap) when the stored `version` is not the definition's: a service deploys a new shape of
+ * its read model by bumping the version.
+ */
+export function createPostgresProjectionRunner(opts: PostgresProjectionRunnerOptions): {
+  projection: PostgresProjection;
+  runner: ProjectionRunner;
+} {
+  const { db, definition, source, log } = opts;
+  const projection = createPostgresProjection(definition, db);
+  const target: ProjectionTarget = {
+    checkpoint: () => projection.checkpoint(),
+    apply: (events, upTo, committed) => projection.apply(events, upTo, committed),
+    healthy: () => projection.healthy(),
+    async prepare() {
+      const { versionMismatch } = await projection.setup();
+      if (!versionMismatch) return;
+      log.warn({ projection: definition.name, version: definition.version }, 'read model version changed, rebuilding');
+      await rebuildPostgresProjection({
+        nats: opts.nats,
+        db,
+        definition,
+        stream: source.stream,
+        filterSubject: source.filterSubject,
+        log,
+        batchSize: opts.batchSize,
+        onProgress: opts.onProgress,
+      });
+    },
+  };
+  const runner = createProjectionRunner({ ...opts, target, source: { ...source, events: definition.events } });
+  return { projection, runner };
 }

@@ -16,6 +16,12 @@ import type { ServiceNames } from '../eventstore/streams.js';
  * redelivered event change nothing.
  */
 export interface ProjectionTarget {
+  /**
+   * Runs once each time this instance wins the lease, before the checkpoint is read: the place
+   * to create tables, or to rebuild a read model whose shape changed, with no other instance
+   * writing meanwhile.
+   */
+  prepare?(): Promise<void>;
   /** The position of the last event applied (0 when none, or when the store lost its data). */
   checkpoint(): Promise<number>;
   /**
@@ -270,6 +276,7 @@ export function createProjectionRunner(opts: ProjectionRunnerOptions): Projectio
   }
 
   async function consumeWhileLeader(): Promise<void> {
+    if (target.prepare !== undefined) await retryForever(() => target.prepare!(), 'prepare');
     const checkpoint = await retryForever(() => target.checkpoint(), 'read checkpoint');
     committed = checkpoint;
     await resetConsumer(checkpoint);
