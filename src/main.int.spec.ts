@@ -1,0 +1,67 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { connect } from '@nats-io/transport-node';
+import { afterEach, describe, expect, it } from 'vitest';
+import { NATS_URL } from './eventstore/testing/nats.js';
+
+/** Runs the composition root as `npm start` would, on a free port. */
+function startMain(args: string[]): { child: ChildProcess; port: Promise<number>; output: () => string } {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', ...args], {
+    env: { ...process.env, PORT: '0', LOG_LEVEL: 'info', NODE_ENV: 'development', NATS_URL },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  const port = new Promise<number>((resolve, reject) => {
+    const onData = (chunk: Buffer) => {
+      out += chunk.toString();
+      const m = /listening at http:\/\/127\.0\.0\.1:(\d+)/.exec(out);
+      if (m !== null) resolve(Number(m[1]));
+    };
+    child.stdout?.on('data', onData);
+    child.stderr?.on('data', (c: Buffer) => (out += c.toString()));
+    child.once('exit', (code) => reject(new Error(`exited with ${code}: ${out}`)));
+  });
+  // A process that exits first (the refusal test) leaves this rejected and unawaited.
+  port.catch(() => undefined);
+  return { child, port, output: () => out };
+}
+
+describe('the composition root (npm start)', () => {
+  const children: ChildProcess[] = [];
+  afterEach(() => {
+    for (const c of children.splice(0)) if (c.exitCode === null) c.kill('SIGKILL');
+  });
+
+  it('runs the named services, answers health and the NATS service protocol, and stops cleanly on SIGTERM', async () => {
+    const main = startMain(['auth', 'mailing']);
+    children.push(main.child);
+    const port = await main.port;
+    const ready = await fetch(`http://127.0.0.1:${port}/health/ready`);
+    expect(ready.status).toBe(200);
+    expect(await ready.json()).toMatchObject({ status: 'ok', checks: { nats: 'ok', auth: 'ok', mailing: 'ok' } });
+    expect((await fetch(`http://127.0.0.1:${port}/health/live`)).status).toBe(200);
+
+    const nc = await connect({ servers: NATS_URL });
+    try {
+      const replies = await nc.requestMany('$SRV.PING.mailing', '', { maxWait: 1_000 });
+      const names: string[] = [];
+      for await (const m of replies) names.push((m.json() as { name: string }).name);
+      expect(names).toContain('mailing');
+    } finally {
+      await nc.close();
+    }
+
+    main.child.kill('SIGTERM');
+    const [code] = (await once(main.child, 'exit')) as [number | null];
+    expect(code).toBe(0);
+    expect(main.output()).toContain('stopped');
+  });
+
+  it('refuses an unknown service with exit code 2', async () => {
+    const main = startMain(['forum']);
+    children.push(main.child);
+    const [code] = (await once(main.child, 'exit')) as [number | null];
+    expect(code).toBe(2);
+    expect(main.output()).toContain('unknown services');
+  });
+});
