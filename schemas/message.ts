@@ -61,7 +61,5 @@ export function defineMessage<S extends TSchema>(def: {
 }
 
 /** Helpers shared by schemas: ids and times are strings with a format, never free text. */
-export const Uuid = (options: { description?: string } = {}) =>
-  Type.String({ format: 'uuid', ...options });
-export const Timestamp = (options: { description?: string } = {}) =>
-  Type.String({ format: 'date-time', ...options });
+export const Uuid = (options: { description?: string } = {}) => Type.String({ format: 'uuid', ...options });
+export const Timestamp = (options: { description?: string } = {}) => Type.String({ format: 'date-time', ...options });

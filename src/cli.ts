@@ -60,14 +60,18 @@ async function main(argv: string[]): Promise<number> {
 
 async function streams(nats: Nats): Promise<number> {
   for await (const s of nats.jsm.streams.list()) {
-    print(`${s.config.name}\t${s.state.messages} msgs\t${s.state.bytes} B\t${s.state.consumer_count} consumers\t${s.config.description ?? ''}`);
+    print(
+      `${s.config.name}\t${s.state.messages} msgs\t${s.state.bytes} B\t${s.state.consumer_count} consumers\t${s.config.description ?? ''}`,
+    );
   }
   return 0;
 }
 
 async function consumers(nats: Nats, stream: string): Promise<number> {
   for await (const c of nats.jsm.consumers.list(stream)) {
-    print(`${c.name}\tpending ${c.num_pending}\tack-pending ${c.num_ack_pending}\tredelivered ${c.num_redelivered}\t${c.config.description ?? ''}`);
+    print(
+      `${c.name}\tpending ${c.num_pending}\tack-pending ${c.num_ack_pending}\tredelivered ${c.num_redelivered}\t${c.config.description ?? ''}`,
+    );
   }
   return 0;
 }
@@ -77,7 +81,9 @@ async function events(nats: Nats, svc: string, aggregate: string, id: string): P
   let n = 0;
   for await (const e of store.read(aggregate, id)) {
     n++;
-    print(`${e.position}\t${e.time.toISOString()}\t${e.type} v${e.version}\tcause ${e.meta.causationId ?? '-'}\tcorr ${e.meta.correlationId}\t${JSON.stringify(e.data)}`);
+    print(
+      `${e.position}\t${e.time.toISOString()}\t${e.type} v${e.version}\tcause ${e.meta.causationId ?? '-'}\tcorr ${e.meta.correlationId}\t${JSON.stringify(e.data)}`,
+    );
   }
   if (n === 0) print(`(no events on ${serviceNames(svc).eventSubject(aggregate, id)})`);
   return 0;
@@ -86,7 +92,9 @@ async function events(nats: Nats, svc: string, aggregate: string, id: string): P
 async function deadLetters(nats: Nats, svc: string, limit: number): Promise<number> {
   const letters = await listDeadLetters(nats, serviceNames(svc), limit);
   for (const l of letters) {
-    print(`${l.sequence}\t${l.failedAt}\t${l.consumer}\tfrom ${l.origin.stream}#${l.origin.sequence} ${l.origin.subject}\t${l.messageType ?? '?'}\tafter ${l.deliveries} deliveries\t${l.error}`);
+    print(
+      `${l.sequence}\t${l.failedAt}\t${l.consumer}\tfrom ${l.origin.stream}#${l.origin.sequence} ${l.origin.subject}\t${l.messageType ?? '?'}\tafter ${l.deliveries} deliveries\t${l.error}`,
+    );
   }
   if (letters.length === 0) print('(no dead letters)');
   return 0;
@@ -95,7 +103,9 @@ async function deadLetters(nats: Nats, svc: string, limit: number): Promise<numb
 async function rebuild(nats: Nats, config: ReturnType<typeof loadConfig>, name: string): Promise<number> {
   const p = registeredProjections.find((r) => r.definition.name === name);
   if (p === undefined) {
-    process.stderr.write(`unknown projection "${name}"; known: ${registeredProjections.map((r) => r.definition.name).join(', ') || '(none)'}\n`);
+    process.stderr.write(
+      `unknown projection "${name}"; known: ${registeredProjections.map((r) => r.definition.name).join(', ') || '(none)'}\n`,
+    );
     return 2;
   }
   const pool = new pg.Pool({ connectionString: p.databaseUrl(config), max: 4 });
@@ -108,7 +118,8 @@ async function rebuild(nats: Nats, config: ReturnType<typeof loadConfig>, name: 
       stream: p.stream,
       filterSubject: p.filterSubject,
       log: createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel),
-      onProgress: (r) => print(`${name}: ${r.applied} applied, ${r.remaining} remaining, position ${r.position}, ${r.eventsPerSecond} events/s`),
+      onProgress: (r) =>
+        print(`${name}: ${r.applied} applied, ${r.remaining} remaining, position ${r.position}, ${r.eventsPerSecond} events/s`),
     });
     print(`${name}: rebuilt in ${(done.elapsedMs / 1000).toFixed(1)} s, swapped in at position ${done.position}`);
     return 0;
@@ -135,7 +146,9 @@ process.stdout.on('error', (err: NodeJS.ErrnoException) => process.exit(err.code
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err: unknown) => {
-    process.stderr.write(`${err instanceof UsageError ? `${err.message}\n\n${USAGE}` : `${String(err instanceof Error ? err.message : err)}\n`}`);
+    process.stderr.write(
+      `${err instanceof UsageError ? `${err.message}\n\n${USAGE}` : `${String(err instanceof Error ? err.message : err)}\n`}`,
+    );
     process.exit(err instanceof UsageError ? 2 : 1);
   },
 );

@@ -67,11 +67,7 @@ export function loadConfig(env: Env = process.env): Config {
       .map((e) => e.trim().toLowerCase())
       .filter((e) => e.length > 0),
     commandTimeoutMs: parseInteger('OBEY_COMMAND_TIMEOUT_MS', env.OBEY_COMMAND_TIMEOUT_MS, 5_000),
-    readYourWritesTimeoutMs: parseInteger(
-      'OBEY_READ_YOUR_WRITES_TIMEOUT_MS',
-      env.OBEY_READ_YOUR_WRITES_TIMEOUT_MS,
-      2_000,
-    ),
+    readYourWritesTimeoutMs: parseInteger('OBEY_READ_YOUR_WRITES_TIMEOUT_MS', env.OBEY_READ_YOUR_WRITES_TIMEOUT_MS, 2_000),
   };
 }
 

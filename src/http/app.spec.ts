@@ -18,7 +18,12 @@ function app() {
     throw new Error('password=hunter2 leaked?');
   });
   a.get('/pending', async (request, reply) =>
-    replyWithOutcome(reply, request, { status: 'pending', commandId: 'c0ffee00-0000-4000-8000-000000000000' }, { statusUrl: (id) => `/commands/${id}` }),
+    replyWithOutcome(
+      reply,
+      request,
+      { status: 'pending', commandId: 'c0ffee00-0000-4000-8000-000000000000' },
+      { statusUrl: (id) => `/commands/${id}` },
+    ),
   );
   a.get('/read', async (request, reply) => {
     await awaitReadModel(request, reply, async (p) => p <= 10, 50);
@@ -29,7 +34,12 @@ function app() {
 
 describe('HTTP conventions', () => {
   it('answers malformed JSON with 400 problem+json', async () => {
-    const r = await app().inject({ method: 'POST', url: '/things', headers: { 'content-type': 'application/json' }, payload: '{"name":' });
+    const r = await app().inject({
+      method: 'POST',
+      url: '/things',
+      headers: { 'content-type': 'application/json' },
+      payload: '{"name":',
+    });
     expect(r.statusCode).toBe(400);
     expect(r.headers['content-type']).toContain('application/problem+json');
     expect(r.json()).toMatchObject({ status: 400, code: 'malformed-json', kind: 'invalid' });
@@ -50,7 +60,12 @@ describe('HTTP conventions', () => {
   it('maps a domain error to its status with its stable code', async () => {
     const r = await app().inject({ method: 'GET', url: '/domain' });
     expect(r.statusCode).toBe(409);
-    expect(r.json()).toMatchObject({ code: 'thing-locked', kind: 'conflict', message: 'the thing is locked', details: { reason: 'spam' } });
+    expect(r.json()).toMatchObject({
+      code: 'thing-locked',
+      kind: 'conflict',
+      message: 'the thing is locked',
+      details: { reason: 'spam' },
+    });
   });
 
   it('never shows the message of an unexpected error', async () => {

@@ -1,6 +1,12 @@
 import { Ajv, type Options as AjvOptions } from 'ajv';
 import addFormats from 'ajv-formats';
-import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, {
+  type FastifyBaseLogger,
+  type FastifyError,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+} from 'fastify';
 import type { Logger } from 'pino';
 import { v4 as uuidv4, validate as isUuid } from 'uuid';
 import type { ErrorBody, ErrorKind } from '../../schemas/platform.js';
@@ -41,7 +47,11 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   });
 
   app.setNotFoundHandler((request, reply) => {
-    void problem(reply, request, 404, { code: 'route-not-found', kind: 'not-found', message: `no route ${request.method} ${request.url}` });
+    void problem(reply, request, 404, {
+      code: 'route-not-found',
+      kind: 'not-found',
+      message: `no route ${request.method} ${request.url}`,
+    });
   });
 
   app.setErrorHandler((err: FastifyError | DomainError | Error, request, reply) => {
@@ -52,7 +62,12 @@ export function buildApp(opts: AppOptions): FastifyInstance {
         code: 'invalid-request',
         kind: 'invalid',
         message: err.message,
-        details: { issues: fe.validation.map((v) => ({ path: v.instancePath === '' ? '/' : v.instancePath, message: v.message ?? 'invalid' })) },
+        details: {
+          issues: fe.validation.map((v) => ({
+            path: v.instancePath === '' ? '/' : v.instancePath,
+            message: v.message ?? 'invalid',
+          })),
+        },
       });
     }
     const status = fe.statusCode ?? 500;
@@ -60,7 +75,11 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       return problem(reply, request, status, { code: fastifyCode(fe), kind: kindOfStatus(status), message: err.message });
     }
     request.log.error({ err }, 'request failed');
-    return problem(reply, request, status >= 500 ? status : 500, { code: 'internal', kind: 'internal', message: 'internal error' });
+    return problem(reply, request, status >= 500 ? status : 500, {
+      code: 'internal',
+      kind: 'internal',
+      message: 'internal error',
+    });
   });
 
   return app;
@@ -161,7 +180,12 @@ function fastifyCode(err: FastifyError): string {
     case 'FST_ERR_CTP_INVALID_JSON_BODY':
       return 'malformed-json';
     default:
-      return err.code !== undefined ? err.code.toLowerCase().replace(/^fst_err_/, '').replaceAll('_', '-') : 'bad-request';
+      return err.code !== undefined
+        ? err.code
+            .toLowerCase()
+            .replace(/^fst_err_/, '')
+            .replaceAll('_', '-')
+        : 'bad-request';
   }
 }
 

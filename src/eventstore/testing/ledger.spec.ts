@@ -20,7 +20,10 @@ describe('ledger decider (the platform test domain)', () => {
     spec.given([]).when({ type: 'credit', accountId: 'a', amount: 1 }).thenFails('account-not-found');
   });
   it('refuses a debit beyond the balance', () => {
-    spec.given([opened, credited(5)]).when({ type: 'debit', accountId: 'a', amount: 6 }).thenFails('insufficient-funds');
+    spec
+      .given([opened, credited(5)])
+      .when({ type: 'debit', accountId: 'a', amount: 6 })
+      .thenFails('insufficient-funds');
   });
   it('debits within the balance', () => {
     spec

@@ -32,9 +32,7 @@ export type LedgerEvent =
   | { type: 'LedgerAccountCredited'; data: { accountId: string; amount: number } }
   | { type: 'LedgerAccountDebited'; data: { accountId: string; amount: number } };
 
-export type LedgerState =
-  | { status: 'none' }
-  | { status: 'open'; owner: string; balance: number; movements: number };
+export type LedgerState = { status: 'none' } | { status: 'open'; owner: string; balance: number; movements: number };
 
 export const ledgerErrors = {
   notFound: (id: string) => new DomainError('account-not-found', 'not-found', `account ${id} does not exist`),

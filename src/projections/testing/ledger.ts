@@ -199,9 +199,17 @@ export function createLedgerWriter(store: EventStore): LedgerWriter {
   return {
     open: (id, owner) => append(id, Opened.type, { accountId: id, owner }, (a) => ({ ...a, owner })),
     credit: (id, amount) =>
-      append(id, Credited.type, { accountId: id, amount }, (a) => ({ ...a, balance: a.balance + amount, movements: a.movements + 1 })),
+      append(id, Credited.type, { accountId: id, amount }, (a) => ({
+        ...a,
+        balance: a.balance + amount,
+        movements: a.movements + 1,
+      })),
     debit: (id, amount) =>
-      append(id, Debited.type, { accountId: id, amount }, (a) => ({ ...a, balance: a.balance - amount, movements: a.movements + 1 })),
+      append(id, Debited.type, { accountId: id, amount }, (a) => ({
+        ...a,
+        balance: a.balance - amount,
+        movements: a.movements + 1,
+      })),
     get lastPosition() {
       return lastPosition;
     },

@@ -58,6 +58,8 @@ async function admin(work: (c: pg.Client) => Promise<unknown>): Promise<void> {
 
 /** Whether a schema exists, e.g. to check that a rebuild left no twin behind. */
 export async function schemaExists(db: Kysely<any>, schema: string): Promise<boolean> {
-  const r = await sql<{ n: number }>`select count(*)::int as n from information_schema.schemata where schema_name = ${schema}`.execute(db);
+  const r = await sql<{
+    n: number;
+  }>`select count(*)::int as n from information_schema.schemata where schema_name = ${schema}`.execute(db);
   return (r.rows[0]?.n ?? 0) > 0;
 }
