@@ -381,6 +381,8 @@ export function createCommandProcessor(opts: CommandProcessorOptions): CommandPr
         const consumer = await nats.js.consumers.get(names.commandsStream, consumerName);
         const iter = await consumer.consume({ max_messages: concurrency });
         current = iter;
+        // A stop() that came while the consumer was being set up had nothing to stop yet.
+        if (stopped) iter.stop();
         void (async () => {
           for await (const s of iter.status()) {
             if (s.type === 'consumer_deleted' || s.type === 'consumer_not_found') {

@@ -284,6 +284,9 @@ export function createProjectionRunner(opts: ProjectionRunnerOptions): Projectio
     const consumer = await nats.js.consumers.get(source.stream, source.name);
     const iter = await consumer.consume({ max_messages: batchSize * 2 });
     current = iter;
+    // stop() (or a lost lease) may have come while the consumer was being set up, when there
+    // was nothing to stop yet; the loop below would then wait for a message that never comes.
+    if (stopped || lease?.held === false) iter.stop();
     void (async () => {
       for await (const s of iter.status()) {
         if (s.type === 'consumer_deleted' || s.type === 'consumer_not_found') {
