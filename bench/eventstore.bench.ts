@@ -43,6 +43,7 @@ import { Credited, Debited, Opened, ledgerAccount, type LedgerCommand } from '..
 import { freshService, type TestService } from '../src/eventstore/testing/nats.js';
 import type { PostgresProjectionDefinition } from '../src/projections/postgres.js';
 import { rebuildPostgresProjection as rebuildDefault } from '../src/projections/rebuild.js';
+import { foldEvent, type AccountDelta, type LedgerEventData } from '../src/projections/testing/ledger.js';
 
 const EVENTS = intEnv('BENCH_EVENTS', 1_000_000);
 const APPENDS = intEnv('BENCH_APPENDS', 20_000);
@@ -434,34 +435,6 @@ async function fill(svc: TestService): Promise<{ totals: Totals; eventsPerSecond
   };
 }
 
-interface Delta {
-  owner: string | null;
-  balance: number;
-  movements: number;
-}
-
-/** Folds a batch of ledger events into one row per account (the same for both paths). */
-function aggregateBatch(acc: Map<string, Delta>, type: string, data: { accountId: string; owner?: string; amount?: number }) {
-  let d = acc.get(data.accountId);
-  if (d === undefined) {
-    d = { owner: null, balance: 0, movements: 0 };
-    acc.set(data.accountId, d);
-  }
-  switch (type) {
-    case Opened.type:
-      d.owner = data.owner ?? null;
-      break;
-    case Credited.type:
-      d.balance += data.amount ?? 0;
-      d.movements++;
-      break;
-    case Debited.type:
-      d.balance -= data.amount ?? 0;
-      d.movements++;
-      break;
-  }
-}
-
 const UPSERT_SET = `owner = coalesce(excluded.owner, accounts.owner),
   balance = accounts.balance + excluded.balance,
   movements = accounts.movements + excluded.movements`;
@@ -481,9 +454,9 @@ const balancesProjection: PostgresProjectionDefinition = {
       .execute();
   },
   async apply(trx, events: readonly StoredEvent[]) {
-    const acc = new Map<string, Delta>();
-    for (const e of events) aggregateBatch(acc, e.type, e.data as { accountId: string });
-    const rows = [...acc].map(([id, d]) => ({ id, owner: d.owner, balance: d.balance, movements: d.movements }));
+    const acc = new Map<string, AccountDelta>();
+    for (const e of events) foldEvent(acc, e.type, e.data as LedgerEventData);
+    const rows = [...acc.values()];
     await trx
       .insertInto('accounts')
       .values(rows)
@@ -515,7 +488,7 @@ async function rawReplay(
     const consumer = await svc.nats.js.consumers.get(svc.names.eventsStream, { deliver_policy: DeliverPolicy.All });
     const total = (await consumer.info()).num_pending;
     const iter = await consumer.consume({ max_messages: BATCH * 2 });
-    let acc = new Map<string, Delta>();
+    let acc = new Map<string, AccountDelta>();
     let inBatch = 0;
     let applied = 0;
     let lastSay = t0;
@@ -538,11 +511,7 @@ async function rawReplay(
     try {
       if (total > 0) {
         for await (const m of iter) {
-          aggregateBatch(
-            acc,
-            m.headers?.get(Header.MessageType) ?? '',
-            JSON.parse(decoder.decode(m.data)) as { accountId: string },
-          );
+          foldEvent(acc, m.headers?.get(Header.MessageType) ?? '', JSON.parse(decoder.decode(m.data)) as LedgerEventData);
           inBatch++;
           applied++;
           if (inBatch >= BATCH || applied >= total) await flush();

@@ -7,7 +7,7 @@ export interface Nats {
   readonly nc: NatsConnection;
   readonly js: JetStreamClient;
   readonly jsm: JetStreamManager;
-  /** The server's version, for feature detection (2.9 lacks several features 2.10+ has). */
+  /** The server's version. The platform uses nothing newer than nats-server 2.9 offers, so it needs no feature detection. */
   readonly serverVersion: string;
 }
 
@@ -36,10 +36,4 @@ export async function connectNats(opts: NatsOptions): Promise<Nats> {
   });
   const jsm = await jetstreamManager(nc);
   return { nc, js: jetstream(nc), jsm, serverVersion: nc.info?.version ?? '0.0.0' };
-}
-
-/** True when the server is at least `major.minor`. */
-export function serverAtLeast(version: string, major: number, minor: number): boolean {
-  const [ma = 0, mi = 0] = version.split('.').map((p) => Number.parseInt(p, 10));
-  return ma > major || (ma === major && mi >= minor);
 }

@@ -4,7 +4,6 @@ import { InvalidMessageError } from './errors.js';
 import { decodeHeaders, decodeJson, encodeHeaders } from './headers.js';
 import { createKeyedLock } from './keyed-lock.js';
 import { LruCache } from './lru.js';
-import { serverAtLeast } from './nats.js';
 import { serviceNames } from './streams.js';
 
 describe('service names', () => {
@@ -95,13 +94,5 @@ describe('configuration', () => {
   });
   it('splits and normalises admin emails', () => {
     expect(loadConfig({ OBEY_ADMIN_EMAILS: ' Ann@Example.org, ,bo@x.io' }).adminEmails).toEqual(['ann@example.org', 'bo@x.io']);
-  });
-});
-
-describe('server version', () => {
-  it('compares major and minor', () => {
-    expect(serverAtLeast('2.9.10', 2, 10)).toBe(false);
-    expect(serverAtLeast('2.10.0', 2, 10)).toBe(true);
-    expect(serverAtLeast('3.0.0', 2, 11)).toBe(true);
   });
 });

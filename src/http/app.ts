@@ -118,7 +118,7 @@ export function replyWithOutcome(
 ): FastifyReply {
   switch (outcome.status) {
     case 'succeeded': {
-      if (outcome.position !== null) void reply.header('obey-position', String(outcome.position));
+      if (outcome.position !== null) void reply.header(PositionHeader, String(outcome.position));
       return reply.code(opts.createdStatus ?? 200).send({
         ...opts.body,
         commandId: outcome.commandId,

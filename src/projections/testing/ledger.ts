@@ -37,31 +37,43 @@ export function ledgerSource(names: ServiceNames, name: string): ProjectionSourc
  * statement. The owner is null unless the batch opens the account.
  */
 export function foldBatch(events: readonly StoredEvent[]): AccountRow[] {
-  const rows = new Map<string, { id: string; owner: string | null; balance: number; movements: number }>();
-  for (const e of events) {
-    const data = e.data as { accountId: string; owner?: string; amount?: number };
-    let row = rows.get(data.accountId);
-    if (row === undefined) {
-      row = { id: data.accountId, owner: null, balance: 0, movements: 0 };
-      rows.set(data.accountId, row);
-    }
-    switch (e.type) {
-      case Opened.type:
-        row.owner = data.owner ?? null;
-        break;
-      case Credited.type:
-        row.balance += data.amount ?? 0;
-        row.movements++;
-        break;
-      case Debited.type:
-        row.balance -= data.amount ?? 0;
-        row.movements++;
-        break;
-      default:
-        throw new Error(`unexpected event ${e.type}`);
-    }
-  }
+  const rows = new Map<string, AccountDelta>();
+  for (const e of events) foldEvent(rows, e.type, e.data as LedgerEventData);
   return [...rows.values()];
+}
+
+/** One row of deltas per account, as `foldBatch` builds it. */
+export interface AccountDelta {
+  id: string;
+  owner: string | null;
+  balance: number;
+  movements: number;
+}
+
+export type LedgerEventData = { accountId: string; owner?: string; amount?: number };
+
+/** Folds one ledger event, by its type and data, into the deltas of its account. */
+export function foldEvent(rows: Map<string, AccountDelta>, type: string, data: LedgerEventData): void {
+  let row = rows.get(data.accountId);
+  if (row === undefined) {
+    row = { id: data.accountId, owner: null, balance: 0, movements: 0 };
+    rows.set(data.accountId, row);
+  }
+  switch (type) {
+    case Opened.type:
+      row.owner = data.owner ?? null;
+      break;
+    case Credited.type:
+      row.balance += data.amount ?? 0;
+      row.movements++;
+      break;
+    case Debited.type:
+      row.balance -= data.amount ?? 0;
+      row.movements++;
+      break;
+    default:
+      throw new Error(`unexpected event ${type}`);
+  }
 }
 
 /** The ledger balances read model in Postgres: `accounts(id, owner, balance, movements)`. */
