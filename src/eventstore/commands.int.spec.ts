@@ -73,6 +73,16 @@ describe('command bus', () => {
     return p;
   }
 
+  /**
+   * Stops every handler instance as its process would: the processor, then its connection.
+   * Left open, a connection keeps the pulls it had waiting, and the server may hand a new
+   * command to one of them, to be redelivered only after the ack wait.
+   */
+  async function stopInstances(): Promise<void> {
+    for (const p of processors.splice(0)) await p.stop();
+    for (const c of connections.splice(0)) await c.nc.drain();
+  }
+
   async function eventsOf(accountId: string) {
     const out = [];
     for await (const e of store.read('account', accountId)) out.push(e);
@@ -101,8 +111,7 @@ describe('command bus', () => {
   });
 
   afterAll(async () => {
-    for (const p of processors) await p.stop();
-    for (const c of connections) await c.nc.drain();
+    await stopInstances();
     await t.cleanup();
   });
 
@@ -161,7 +170,7 @@ describe('command bus', () => {
     await results.purge(commandId);
     await new Promise((r) => setTimeout(r, 1_500));
     // A fresh instance has no cached state: it must find the command in the aggregate's events.
-    for (const p of processors.splice(0)) await p.stop();
+    await stopInstances();
     await startInstance();
     const again = await sender.send(cmds.Credit, { accountId, amount: 3 }, { commandId, trace: trace() });
     expect(again).toMatchObject({ status: 'succeeded', position: first.status === 'succeeded' ? first.position : -1 });
@@ -318,7 +327,7 @@ describe('command bus', () => {
   });
 
   it('answers pending when no handler answers in time, and the command is handled once one runs', async () => {
-    for (const p of processors.splice(0)) await p.stop();
+    await stopInstances();
     const accountId = uuidv4();
     const r = await sender.send(cmds.OpenAccount, { accountId, owner: 'bo' }, { trace: trace(), timeoutMs: 200 });
     expect(r).toEqual({ status: 'pending', commandId: expect.any(String) });
