@@ -19,11 +19,11 @@ export const PERMISSIONS = [
   'auth.permissions.manage',
 ] as const;
 export type Permission = (typeof PERMISSIONS)[number];
-export const PermissionSchema = Type.Union(PERMISSIONS.map((p) => Type.Literal(p)));
+export const PermissionSchema = Type.Enum(PERMISSIONS);
 
 export const ROLES = ['member', 'moderator', 'admin'] as const;
 export type Role = (typeof ROLES)[number];
-export const RoleSchema = Type.Union(ROLES.map((r) => Type.Literal(r)));
+export const RoleSchema = Type.Enum(ROLES);
 
 export const Nickname = Type.String({
   minLength: 3,

@@ -8,6 +8,7 @@ export const ErrorKind = Type.Union([
   Type.Literal('forbidden'),
   Type.Literal('not-found'),
   Type.Literal('conflict'),
+  Type.Literal('rate-limited'),
   Type.Literal('unavailable'),
   Type.Literal('internal'),
 ]);

@@ -55,7 +55,11 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   });
 
   app.setErrorHandler((err: FastifyError | DomainError | Error, request, reply) => {
-    if (err instanceof DomainError) return problem(reply, request, STATUS_OF_KIND[err.kind], err.toBody());
+    if (err instanceof DomainError) {
+      const retryAfter = (err.details as { retryAfterSeconds?: unknown } | undefined)?.retryAfterSeconds;
+      if (typeof retryAfter === 'number') void reply.header('retry-after', String(retryAfter));
+      return problem(reply, request, STATUS_OF_KIND[err.kind], err.toBody());
+    }
     const fe = err as FastifyError;
     if (fe.validation !== undefined) {
       return problem(reply, request, 400, {
@@ -194,6 +198,7 @@ function kindOfStatus(status: number): ErrorKind {
   if (status === 403) return 'forbidden';
   if (status === 404) return 'not-found';
   if (status === 409) return 'conflict';
+  if (status === 429) return 'rate-limited';
   return 'invalid';
 }
 

@@ -1,0 +1,36 @@
+import fastifyJwt from '@fastify/jwt';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { AccessTokenClaims } from '../../schemas/auth.js';
+import { compileValidator } from '../../schemas/message.js';
+import { DomainError } from '../eventstore/errors.js';
+
+const claimsValidator = compileValidator(AccessTokenClaims);
+
+/**
+ * Registers access-token checking (HS256 with the shared `JWT_SECRET`) on a service's routes.
+ * Only HS256 is accepted: a token naming another algorithm (or `none`) is refused.
+ */
+export async function registerBearer(app: FastifyInstance, secret: string): Promise<void> {
+  await app.register(fastifyJwt, { secret, sign: { algorithm: 'HS256' }, verify: { algorithms: ['HS256'] } });
+}
+
+/** The verified claims of the request's bearer token; a missing, expired or tampered one is a 401. */
+export async function bearerClaims(request: FastifyRequest): Promise<AccessTokenClaims> {
+  const header = request.headers.authorization;
+  if (header === undefined || !/^Bearer\s+\S+$/i.test(header)) {
+    throw new DomainError('unauthenticated', 'unauthorized', 'sign in first: a valid bearer token is required');
+  }
+  let claims: unknown;
+  try {
+    claims = await request.jwtVerify();
+  } catch (err) {
+    const expired = (err as { code?: string }).code === 'FST_JWT_AUTHORIZATION_TOKEN_EXPIRED';
+    throw new DomainError(
+      expired ? 'token-expired' : 'invalid-token',
+      'unauthorized',
+      expired ? 'the access token has expired; refresh it' : 'the access token is invalid',
+    );
+  }
+  if (!claimsValidator.check(claims)) throw new DomainError('invalid-token', 'unauthorized', 'the access token is invalid');
+  return claims;
+}

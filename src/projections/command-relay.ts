@@ -1,0 +1,110 @@
+import type { KV } from '@nats-io/kv';
+import type { Logger } from 'pino';
+import type { TSchema } from 'typebox';
+import { v5 as uuidv5 } from 'uuid';
+import type { MessageDefinition } from '../../schemas/message.js';
+import { InvalidMessageError } from '../eventstore/errors.js';
+import { encodeHeaders } from '../eventstore/headers.js';
+import type { Leases } from '../eventstore/leases.js';
+import type { Nats } from '../eventstore/nats.js';
+import type { StoredEvent } from '../eventstore/store.js';
+import { serviceNames, type ServiceNames } from '../eventstore/streams.js';
+import { createProjectionRunner, type ProjectionRunner } from './runner.js';
+import { SourceSequenceHeader } from './relay.js';
+
+/** A command to send for an event. */
+export interface RelayedCommand {
+  readonly definition: MessageDefinition<TSchema>;
+  readonly data: unknown;
+}
+
+export interface CommandRelayOptions {
+  readonly nats: Nats;
+  /** The service whose events are read (and whose dead-letter stream gets what is invalid). */
+  readonly names: ServiceNames;
+  readonly leases: Leases;
+  readonly instanceId: string;
+  readonly log: Logger;
+  /** Consumer name, lease key and checkpoint key. */
+  readonly name: string;
+  readonly description: string;
+  /** Where the relay keeps its checkpoint (a KV bucket of the reading service). */
+  readonly checkpoints: KV;
+  readonly events: readonly MessageDefinition<TSchema>[];
+  /** The commands an event gives, in order. */
+  toCommands(event: StoredEvent): readonly RelayedCommand[];
+  /** Events older than this are passed over (an email about a long-gone moment helps nobody). */
+  readonly maxAgeMs?: number;
+}
+
+/**
+ * Sends commands to another service (e.g. `MailingSendEmailCommand`) from the reading service's
+ * own events stream, the outbox: a crash between an append and its command loses nothing. Each
+ * command's id derives from its source event, so a command sent again after a crash is dropped
+ * by the target stream's duplicate window and recognised by the target by its id beyond it.
+ * The checkpoint is stored after the commands of a batch are sent.
+ */
+export function createCommandRelay(opts: CommandRelayOptions): ProjectionRunner {
+  const { nats, names, checkpoints } = opts;
+  const key = `relay.${opts.name}`;
+  return createProjectionRunner({
+    nats,
+    names,
+    leases: opts.leases,
+    instanceId: opts.instanceId,
+    log: opts.log,
+    source: { name: opts.name, description: opts.description, stream: names.eventsStream, events: opts.events },
+    target: {
+      watchCheckpoint: false,
+      // A send that fails is an outage of the target stream, retried until it passes; only a
+      // command the mapping makes invalid is parked.
+      parkOnlyInvalid: true,
+      async checkpoint() {
+        const e = await checkpoints.get(key);
+        return e === null || e.operation !== 'PUT' ? 0 : Number(e.string()) || 0;
+      },
+      async apply(events, upTo) {
+        for (const e of events) {
+          if (opts.maxAgeMs !== undefined && Date.now() - e.time.getTime() > opts.maxAgeMs) {
+            opts.log.warn({ position: e.position, type: e.type }, 'event too old to relay, passed over');
+            continue;
+          }
+          const commands = opts.toCommands(e);
+          for (const [i, c] of commands.entries()) {
+            const def = c.definition;
+            if (def.subject === undefined) throw new Error(`${def.type} has no subject`);
+            if (!def.validator.check(c.data)) {
+              throw new InvalidMessageError(`relay made an invalid ${def.type} from ${e.type}`, def.validator.issues(c.data));
+            }
+            const source = `${names.eventsStream}:${e.position}`;
+            const commandId = uuidv5(`${source}:${i}`, '9a3e1c52-1f0e-4c55-8d0b-1d8f1f0c7a11');
+            const target = serviceNames(def.subject.split('.')[0] ?? '');
+            await nats.js.publish(def.subject, JSON.stringify(c.data), {
+              msgID: commandId,
+              expect: { streamName: target.commandsStream },
+              headers: encodeHeaders(
+                {
+                  type: def.type,
+                  version: def.version,
+                  correlationId: e.meta.correlationId,
+                  causationId: source,
+                  traceparent: e.meta.traceparent,
+                },
+                { [SourceSequenceHeader]: String(e.position) },
+              ),
+            });
+          }
+        }
+        await checkpoints.put(key, String(upTo));
+      },
+      async healthy() {
+        try {
+          await checkpoints.status();
+          return true;
+        } catch {
+          return false;
+        }
+      },
+    },
+  });
+}

@@ -1,0 +1,445 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { sql, type Kysely } from 'kysely';
+import type { Logger } from 'pino';
+import { Type, type Static, type TSchema } from 'typebox';
+import { v4 as uuidv4, v5 as uuidv5 } from 'uuid';
+import { isBanned, Nickname, PermissionSchema, RoleSchema, type AccessTokenClaims } from '../../../schemas/auth.js';
+import type { MessageDefinition } from '../../../schemas/message.js';
+import { commandIdFromIdempotencyKey, type CommandSender } from '../../eventstore/commands.js';
+import { DomainError } from '../../eventstore/errors.js';
+import { correlationIdOf, PositionHeader } from '../../http/app.js';
+import { bearerClaims, registerBearer } from '../../http/bearer.js';
+import { normalizeEmail, normalizeNickname } from './claims.js';
+import {
+  BanUser,
+  ChangeNickname,
+  ChangePassword,
+  GrantPermission,
+  GrantRole,
+  RenewVerification,
+  RequestPasswordReset,
+  ResetPassword,
+  RevokePermission,
+  RevokeRole,
+  SignUp,
+  UnbanUser,
+  VerifyEmail,
+} from './commands.js';
+import { authErrors } from './errors.js';
+import type { Limiter } from './limits.js';
+import { hashPassword, verifyNothing, verifyPassword } from './passwords.js';
+import { profileOf, type AuthReadDb, type UserRow } from './read-model.js';
+import type { Sessions } from './sessions.js';
+import { newNonce, parseToken } from './tokens.js';
+
+export interface AuthRoutesDeps {
+  readonly sender: CommandSender;
+  /** The users read model. */
+  readonly db: Kysely<AuthReadDb>;
+  /** Waits (bounded) until the users read model has applied a position. */
+  waitForUsers(position: number, timeoutMs: number): Promise<boolean>;
+  readonly sessions: Sessions;
+  readonly limiters: { readonly signIn: Limiter; readonly recovery: Limiter; readonly verificationResend: Limiter };
+  readonly tokenKey: Buffer;
+  readonly jwtSecret: string;
+  readonly accessTokenTtlSeconds: number;
+  readonly commandTimeoutMs: number;
+  readonly readYourWritesTimeoutMs: number;
+  readonly log: Logger;
+}
+
+const object = <P extends Parameters<typeof Type.Object>[0]>(properties: P) =>
+  Type.Object(properties, { additionalProperties: false });
+const Email = Type.String({ format: 'email', maxLength: 254 });
+// Long enough to resist guessing, short enough that hashing it is no denial of service.
+const Password = Type.String({ minLength: 8, maxLength: 256 });
+const Token = Type.String({ minLength: 1, maxLength: 512 });
+const UserIdParams = object({ id: Type.String({ format: 'uuid' }) });
+
+/** Auth's HTTP API (DESIGN.md §4), to be registered under `/api/auth`. */
+export async function authRoutes(app: FastifyInstance, deps: AuthRoutesDeps): Promise<void> {
+  const { sender, db, sessions, limiters } = deps;
+  await registerBearer(app, deps.jwtSecret);
+
+  const findUser = (id: string) => db.selectFrom('users').selectAll().where('id', '=', id).executeTakeFirst();
+  const findByEmail = (email: string) =>
+    db.selectFrom('users').selectAll().where('email_normalized', '=', normalizeEmail(email)).executeTakeFirst();
+
+  /**
+   * Sends a command and waits for its result; a success also waits (bounded) for the users read
+   * model, so that what the client does next (sign in, refresh) sees it. A rejection is thrown.
+   */
+  async function run<S extends TSchema>(
+    request: FastifyRequest,
+    reply: FastifyReply,
+    def: MessageDefinition<S>,
+    body: Static<S>,
+    opts: { commandId?: string; caller?: string } = {},
+  ): Promise<{ status: 'succeeded'; commandId: string; position: number | null } | { status: 'pending'; commandId: string }> {
+    const key = request.headers['idempotency-key'];
+    const commandId =
+      opts.commandId ??
+      (typeof key === 'string' && key !== ''
+        ? commandIdFromIdempotencyKey(key, `${def.type}:${opts.caller ?? ''}:${(body as { userId?: string }).userId ?? ''}`)
+        : undefined);
+    const outcome = await sender.send(def, body, {
+      commandId,
+      trace: { correlationId: correlationIdOf(request), traceparent: headerOf(request, 'traceparent') },
+      timeoutMs: deps.commandTimeoutMs,
+    });
+    if (outcome.status === 'rejected') {
+      const e = outcome.error;
+      throw new DomainError(e.code, e.kind, e.message, e.details);
+    }
+    if (outcome.status === 'pending') {
+      const statusUrl = `/api/auth/commands/${outcome.commandId}`;
+      void reply.code(202).header('location', statusUrl);
+      return outcome;
+    }
+    if (outcome.position !== null) {
+      void reply.header(PositionHeader, String(outcome.position));
+      await deps.waitForUsers(outcome.position, deps.readYourWritesTimeoutMs);
+    }
+    return { status: 'succeeded', commandId: outcome.commandId, position: outcome.position };
+  }
+
+  const pendingBody = (o: { commandId: string }) => ({
+    commandId: o.commandId,
+    status: 'pending',
+    statusUrl: `/api/auth/commands/${o.commandId}`,
+  });
+
+  /** The caller, from a valid access token of a live session whose user may act. */
+  async function authenticate(request: FastifyRequest): Promise<{ claims: AccessTokenClaims; user: UserRow }> {
+    const claims = await bearerClaims(request);
+    const [session, user] = await Promise.all([sessions.get(claims.sid), findUser(claims.sub)]);
+    if (session === null || session.userId !== claims.sub || user === undefined) throw authErrors.tokenRevoked();
+    const profile = profileOf(user);
+    if (isBanned(profile, new Date())) throw authErrors.banned(profile.bannedUntil, user.ban_reason ?? '');
+    if (claims.iat_ms < user.tokens_valid_after.getTime()) throw authErrors.tokenRevoked();
+    return { claims, user };
+  }
+
+  async function authorize(request: FastifyRequest, permission: Static<typeof PermissionSchema>) {
+    const caller = await authenticate(request);
+    if (!caller.user.permissions.includes(permission)) throw authErrors.forbidden(permission);
+    return caller;
+  }
+
+  async function issueTokens(userId: string, existing?: { sessionId: string; refreshToken: string }) {
+    let session = existing;
+    if (session === undefined) {
+      const created = await sessions.create(userId);
+      session = { sessionId: created.session.sessionId, refreshToken: created.refreshToken };
+    }
+    const accessToken = app.jwt.sign(
+      { sub: userId, sid: session.sessionId, iat_ms: Date.now() },
+      { expiresIn: deps.accessTokenTtlSeconds },
+    );
+    return { accessToken, tokenType: 'Bearer', expiresIn: deps.accessTokenTtlSeconds, refreshToken: session.refreshToken };
+  }
+
+  const me = (user: UserRow) => ({
+    ...profileOf(user),
+    email: user.email,
+    verified: user.verified,
+    signedUpAt: user.signed_up_at.toISOString(),
+  });
+
+  /** Work whose outcome the client must not learn (does this email have an account?). */
+  const inBackground = (what: string, work: () => Promise<unknown>) => {
+    void work().catch((err: unknown) => deps.log.error({ err, what }, 'background work failed'));
+  };
+
+  app.post(
+    '/sign-up',
+    { schema: { body: object({ email: Email, nickname: Nickname, password: Password }) } },
+    async (request, reply) => {
+      const { email, nickname, password } = request.body as { email: string; nickname: string; password: string };
+      const key = request.headers['idempotency-key'];
+      // A retried sign-up (same Idempotency-Key) must address the same user.
+      const commandId =
+        typeof key === 'string' && key !== '' ? commandIdFromIdempotencyKey(key, `sign-up:${normalizeEmail(email)}`) : uuidv4();
+      const userId = uuidv5('user', commandId);
+      const outcome = await run(
+        request,
+        reply,
+        SignUp,
+        { userId, email, nickname, passwordHash: await hashPassword(password), nonce: newNonce() },
+        { commandId },
+      );
+      if (outcome.status === 'pending') return pendingBody(outcome);
+      return reply.code(201).send({ userId, email, nickname, verified: false, commandId, position: outcome.position });
+    },
+  );
+
+  app.post('/verify-email', { schema: { body: object({ token: Token }) } }, async (request, reply) => {
+    const parsed = parseToken(deps.tokenKey, 'verify-email', (request.body as { token: string }).token);
+    if (parsed === null) throw authErrors.invalidToken('verification');
+    const outcome = await run(request, reply, VerifyEmail, parsed);
+    if (outcome.status === 'pending') return pendingBody(outcome);
+    return { userId: parsed.userId, verified: true };
+  });
+
+  app.post('/resend-verification', { schema: { body: object({ email: Email }) } }, async (request, reply) => {
+    const { email } = request.body as { email: string };
+    await limiters.verificationResend.consume(request.ip, normalizeEmail(email));
+    inBackground('resend-verification', async () => {
+      const user = await findByEmail(email);
+      if (user === undefined || user.verified) return;
+      await sender.send(
+        RenewVerification,
+        { userId: user.id, nonce: newNonce() },
+        { trace: { correlationId: correlationIdOf(request) } },
+      );
+    });
+    return reply
+      .code(202)
+      .send({ status: 'accepted', message: 'if this address has an unverified account, a new link is on its way' });
+  });
+
+  app.post('/sign-in', { schema: { body: object({ email: Email, password: Password }) } }, async (request) => {
+    const { email, password } = request.body as { email: string; password: string };
+    const account = normalizeEmail(email);
+    await limiters.signIn.consume(request.ip, account);
+    const user = await findByEmail(email);
+    const ok = user === undefined ? await verifyNothing(password) : await verifyPassword(user.password_hash, password);
+    if (user === undefined || !ok) throw authErrors.invalidCredentials();
+    if (!user.verified) throw authErrors.emailNotVerified();
+    const profile = profileOf(user);
+    if (isBanned(profile, new Date())) throw authErrors.banned(profile.bannedUntil, user.ban_reason ?? '');
+    await limiters.signIn.forgive(account);
+    return { ...(await issueTokens(user.id)), user: me(user) };
+  });
+
+  app.post('/refresh', { schema: { body: object({ refreshToken: Token }) } }, async (request) => {
+    const { session, refreshToken } = await sessions.rotate((request.body as { refreshToken: string }).refreshToken);
+    const user = await findUser(session.userId);
+    if (user === undefined) throw authErrors.invalidRefreshToken();
+    const profile = profileOf(user);
+    if (isBanned(profile, new Date()) || session.createdAt.getTime() < user.tokens_valid_after.getTime()) {
+      // The user's sessions were ended (a ban, a password change or reset) after this one began.
+      await sessions.end(session.sessionId);
+      throw isBanned(profile, new Date())
+        ? authErrors.banned(profile.bannedUntil, user.ban_reason ?? '')
+        : authErrors.tokenRevoked();
+    }
+    return issueTokens(user.id, { sessionId: session.sessionId, refreshToken });
+  });
+
+  app.post('/sign-out', async (request, reply) => {
+    const claims = await bearerClaims(request);
+    await sessions.end(claims.sid);
+    return reply.code(204).send();
+  });
+
+  app.get('/me', async (request) => me((await authenticate(request)).user));
+
+  app.put('/me/nickname', { schema: { body: object({ nickname: Nickname }) } }, async (request, reply) => {
+    const { user } = await authenticate(request);
+    const { nickname } = request.body as { nickname: string };
+    const outcome = await run(request, reply, ChangeNickname, { userId: user.id, nickname });
+    if (outcome.status === 'pending') return pendingBody(outcome);
+    return { userId: user.id, nickname, position: outcome.position };
+  });
+
+  app.put(
+    '/me/password',
+    { schema: { body: object({ currentPassword: Password, newPassword: Password }) } },
+    async (request, reply) => {
+      const { user } = await authenticate(request);
+      const { currentPassword, newPassword } = request.body as { currentPassword: string; newPassword: string };
+      await limiters.signIn.consume(request.ip, user.email_normalized);
+      if (!(await verifyPassword(user.password_hash, currentPassword))) throw authErrors.wrongPassword();
+      const outcome = await run(request, reply, ChangePassword, {
+        userId: user.id,
+        passwordHash: await hashPassword(newPassword),
+      });
+      if (outcome.status === 'pending') return pendingBody(outcome);
+      await sessions.endAll(user.id);
+      // Every session ended, this one too; the caller gets a new one so it stays signed in.
+      return { ...(await issueTokens(user.id)), position: outcome.position };
+    },
+  );
+
+  app.post('/recover-password', { schema: { body: object({ email: Email }) } }, async (request, reply) => {
+    const { email } = request.body as { email: string };
+    await limiters.recovery.consume(request.ip, normalizeEmail(email));
+    inBackground('recover-password', async () => {
+      const user = await findByEmail(email);
+      if (user === undefined) return;
+      await sender.send(
+        RequestPasswordReset,
+        { userId: user.id, nonce: newNonce() },
+        { trace: { correlationId: correlationIdOf(request) } },
+      );
+    });
+    return reply.code(202).send({ status: 'accepted', message: 'if this address has an account, a reset link is on its way' });
+  });
+
+  app.post('/reset-password', { schema: { body: object({ token: Token, newPassword: Password }) } }, async (request, reply) => {
+    const { token, newPassword } = request.body as { token: string; newPassword: string };
+    const parsed = parseToken(deps.tokenKey, 'reset-password', token);
+    if (parsed === null) throw authErrors.invalidToken('password reset');
+    const outcome = await run(request, reply, ResetPassword, { ...parsed, passwordHash: await hashPassword(newPassword) });
+    if (outcome.status === 'pending') return pendingBody(outcome);
+    await sessions.endAll(parsed.userId);
+    return { userId: parsed.userId, reset: true };
+  });
+
+  app.get('/users/:id', { schema: { params: UserIdParams } }, async (request) => {
+    const user = await findUser((request.params as { id: string }).id);
+    if (user === undefined) throw authErrors.userNotFound((request.params as { id: string }).id);
+    return profileOf(user);
+  });
+
+  app.get(
+    '/users',
+    {
+      schema: {
+        querystring: object({
+          cursor: Type.Optional(Type.String({ maxLength: 512 })),
+          limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100 })),
+          nickname: Type.Optional(Type.String({ minLength: 1, maxLength: 32 })),
+          banned: Type.Optional(Type.Boolean()),
+        }),
+      },
+    },
+    async (request) => {
+      await authorize(request, 'auth.users.read');
+      const q = request.query as { cursor?: string; limit?: number; nickname?: string; banned?: boolean };
+      const limit = q.limit ?? 20;
+      const after = q.cursor === undefined ? undefined : decodeCursor(q.cursor);
+      let query = db
+        .selectFrom('users')
+        .selectAll()
+        .orderBy('nickname_normalized')
+        .orderBy('id')
+        .limit(limit + 1);
+      if (q.nickname !== undefined) {
+        const prefix = normalizeNickname(q.nickname).replace(/[\\%_]/g, (c) => `\\${c}`);
+        query = query.where('nickname_normalized', 'like', `${prefix}%`);
+      }
+      if (q.banned !== undefined) query = query.where('banned', '=', q.banned);
+      if (after !== undefined) {
+        query = query.where((eb) => eb(sql`(nickname_normalized, id)`, '>', sql`(${after.n}, ${after.id}::uuid)`));
+      }
+      const rows = await query.execute();
+      const page = rows.slice(0, limit);
+      const last = page.at(-1);
+      return {
+        items: page.map((u) => ({ ...me(u), banReason: u.ban_reason })),
+        nextCursor: rows.length > limit && last !== undefined ? encodeCursor({ n: last.nickname_normalized, id: last.id }) : null,
+      };
+    },
+  );
+
+  const admin = (permission: Static<typeof PermissionSchema>) => async (request: FastifyRequest) => {
+    const { user } = await authorize(request, permission);
+    return user.id;
+  };
+  const answer = (reply: FastifyReply, o: Awaited<ReturnType<typeof run>>, body: Record<string, unknown>) =>
+    o.status === 'pending' ? pendingBody(o) : { ...body, commandId: o.commandId, position: o.position };
+
+  app.put(
+    '/users/:id/ban',
+    {
+      schema: {
+        params: UserIdParams,
+        body: object({
+          reason: Type.String({ minLength: 1, maxLength: 500 }),
+          until: Type.Optional(Type.Union([Type.String({ format: 'date-time' }), Type.Null()])),
+        }),
+      },
+    },
+    async (request, reply) => {
+      const by = await admin('auth.users.ban')(request);
+      const { id } = request.params as { id: string };
+      const { reason, until } = request.body as { reason: string; until?: string | null };
+      const outcome = await run(request, reply, BanUser, { userId: id, reason, until: until ?? null, by }, { caller: by });
+      if (outcome.status === 'succeeded') await sessions.endAll(id);
+      return answer(reply, outcome, { userId: id, banned: true, until: until ?? null });
+    },
+  );
+  app.delete('/users/:id/ban', { schema: { params: UserIdParams } }, async (request, reply) => {
+    const by = await admin('auth.users.ban')(request);
+    const { id } = request.params as { id: string };
+    return answer(reply, await run(request, reply, UnbanUser, { userId: id, by }, { caller: by }), { userId: id, banned: false });
+  });
+
+  const RoleParams = object({ id: Type.String({ format: 'uuid' }), role: RoleSchema });
+  app.put('/users/:id/roles/:role', { schema: { params: RoleParams } }, async (request, reply) => {
+    const by = await admin('auth.roles.manage')(request);
+    const { id, role } = request.params as Static<typeof RoleParams>;
+    return answer(reply, await run(request, reply, GrantRole, { userId: id, role, by }, { caller: by }), {
+      userId: id,
+      role,
+      granted: true,
+    });
+  });
+  app.delete('/users/:id/roles/:role', { schema: { params: RoleParams } }, async (request, reply) => {
+    const by = await admin('auth.roles.manage')(request);
+    const { id, role } = request.params as Static<typeof RoleParams>;
+    return answer(reply, await run(request, reply, RevokeRole, { userId: id, role, by }, { caller: by }), {
+      userId: id,
+      role,
+      granted: false,
+    });
+  });
+
+  const PermissionParams = object({ id: Type.String({ format: 'uuid' }), permission: PermissionSchema });
+  app.put('/users/:id/permissions/:permission', { schema: { params: PermissionParams } }, async (request, reply) => {
+    const by = await admin('auth.permissions.manage')(request);
+    const { id, permission } = request.params as Static<typeof PermissionParams>;
+    return answer(reply, await run(request, reply, GrantPermission, { userId: id, permission, by }, { caller: by }), {
+      userId: id,
+      permission,
+      granted: true,
+    });
+  });
+  app.delete('/users/:id/permissions/:permission', { schema: { params: PermissionParams } }, async (request, reply) => {
+    const by = await admin('auth.permissions.manage')(request);
+    const { id, permission } = request.params as Static<typeof PermissionParams>;
+    return answer(reply, await run(request, reply, RevokePermission, { userId: id, permission, by }, { caller: by }), {
+      userId: id,
+      permission,
+      granted: false,
+    });
+  });
+
+  app.get(
+    '/commands/:commandId',
+    { schema: { params: object({ commandId: Type.String({ format: 'uuid' }) }) } },
+    async (request) => {
+      const { commandId } = request.params as { commandId: string };
+      return (await sender.result('auth', commandId)) ?? { commandId, status: 'pending' };
+    },
+  );
+}
+
+function headerOf(request: FastifyRequest, name: string): string | undefined {
+  const v = request.headers[name];
+  return typeof v === 'string' ? v : undefined;
+}
+
+function encodeCursor(c: { n: string; id: string }): string {
+  return Buffer.from(JSON.stringify(c)).toString('base64url');
+}
+
+function decodeCursor(cursor: string): { n: string; id: string } {
+  try {
+    const c = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown;
+    if (
+      typeof c === 'object' &&
+      c !== null &&
+      typeof (c as { n?: unknown }).n === 'string' &&
+      typeof (c as { id?: unknown }).id === 'string' &&
+      /^[0-9a-f-]{36}$/i.test((c as { id: string }).id)
+    ) {
+      return c as { n: string; id: string };
+    }
+  } catch {
+    // fall through
+  }
+  throw new DomainError('invalid-cursor', 'invalid', 'the cursor is not one this API gave');
+}
