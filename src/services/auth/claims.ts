@@ -24,10 +24,22 @@ export type ClaimCommand =
       type: 'claim';
       userId: string;
       at: Date;
-      /** Whether the current owner (if another user) holds the value now, looked up by the handler. */
-      ownerHolds: boolean;
+      /**
+       * Where the current owner (another user) stands, looked up by the handler: it holds the
+       * value; or it wrote since the claim without holding it (released: a failed sign-up's
+       * claim, a nickname changed away); or it has not written since (pending: its event may
+       * still follow).
+       */
+      owner: OwnerStanding | null;
     }
   | { type: 'release'; userId: string; at: Date };
+
+/** How the handler found the claim it looked at: whose it was, since when, and where its owner stands. */
+export interface OwnerStanding {
+  readonly userId: string;
+  readonly at: string;
+  readonly standing: 'holds' | 'released' | 'pending';
+}
 
 export type ClaimState =
   { readonly status: 'free' } | { readonly status: 'claimed'; readonly userId: string; readonly at: string };
@@ -42,7 +54,11 @@ export function claimDecider(taken: () => DomainError): Decider<ClaimCommand, Cl
           if (state.status === 'claimed') {
             if (state.userId === command.userId) return null;
             const fresh = command.at.getTime() - Date.parse(state.at) < CLAIM_HOLD_MS;
-            if (command.ownerHolds || fresh) throw taken();
+            // The standing holds only for the claim the handler looked at: deciding again after a
+            // concurrent claim (a conflict), the new claim's owner is unknown, so it is pending.
+            const seen = command.owner !== null && command.owner.userId === state.userId && command.owner.at === state.at;
+            const standing = seen ? command.owner!.standing : 'pending';
+            if (standing === 'holds' || (standing === 'pending' && fresh)) throw taken();
           }
           return { type: 'AuthClaimTaken', data: { userId: command.userId, at } };
         case 'release':
@@ -89,13 +105,13 @@ export function claimId(kind: 'email-claim' | 'nickname-claim', normalized: stri
 
 export interface Claimer {
   /**
-   * Claims `normalized` for `userId`, or throws the aggregate's "taken" error. `holds(owner)`
-   * tells whether another owner holds the value now. Idempotent for the same user.
+   * Claims `normalized` for `userId`, or throws the aggregate's "taken" error. `owner(id)`
+   * tells whether another owner holds the value now, and its revision. Idempotent for the same user.
    */
   claim(
     normalized: string,
     userId: string,
-    holds: (owner: string) => Promise<boolean>,
+    owner: (id: string) => Promise<{ holds: boolean; revision: number }>,
     ctx: { commandId: string; trace: TraceContext },
   ): Promise<void>;
   release(normalized: string, userId: string, ctx: { commandId: string; trace: TraceContext }): Promise<void>;
@@ -106,14 +122,24 @@ export function createClaimer(
   repo: AggregateRepository<ClaimCommand, ClaimState>,
 ): Claimer {
   return {
-    async claim(normalized, userId, holds, ctx) {
+    async claim(normalized, userId, ownerOf, ctx) {
       const id = claimId(kind, normalized);
-      const { state } = await repo.load(id);
-      const ownerHolds = state.status === 'claimed' && state.userId !== userId ? await holds(state.userId) : false;
+      const { state, revision } = await repo.load(id);
+      let owner: OwnerStanding | null = null;
+      if (state.status === 'claimed' && state.userId !== userId) {
+        // Positions order the claim and the owner's events (one stream): an owner that wrote
+        // after its claim without holding the value has let it go.
+        const o = await ownerOf(state.userId);
+        owner = {
+          userId: state.userId,
+          at: state.at,
+          standing: o.holds ? 'holds' : o.revision > revision ? 'released' : 'pending',
+        };
+      }
       // The claim's command id derives from the command's, so a redelivered command claims once.
       await repo.execute(
         id,
-        { type: 'claim', userId, at: new Date(), ownerHolds },
+        { type: 'claim', userId, at: new Date(), owner },
         { ...ctx, commandId: derived(ctx.commandId, `${kind}:claim:${id}`) },
       );
     },

@@ -100,12 +100,12 @@ type Handler = CommandHandlerDefinition<any, UserCommand, any, UserState>;
 export function authCommandHandlers(deps: AuthHandlerDeps): Handler[] {
   const { emailClaims, nicknameClaims, users } = deps;
   const holdsEmail = async (owner: string, email: string) => {
-    const { state } = await users.load(owner);
-    return state.status === 'registered' && normalizeEmail(state.email) === email;
+    const { state, revision } = await users.load(owner);
+    return { holds: state.status === 'registered' && normalizeEmail(state.email) === email, revision };
   };
   const holdsNickname = async (owner: string, nickname: string) => {
-    const { state } = await users.load(owner);
-    return state.status === 'registered' && normalizeNickname(state.facts.nickname) === nickname;
+    const { state, revision } = await users.load(owner);
+    return { holds: state.status === 'registered' && normalizeNickname(state.facts.nickname) === nickname, revision };
   };
   const on = <S extends ReturnType<typeof object>>(
     def: ReturnType<typeof command<S>>,

@@ -94,7 +94,7 @@ export function createAuthService(opts: AuthServiceOptions): AuthService {
       name: 'auth-users',
       description: 'auth: the users read model (Postgres schema auth_users): sign-in lookups, profiles, admin lists.',
       stream: names.eventsStream,
-      filterSubject: names.eventSubject('user', '*'),
+      filterSubject: `${names.service}.events.user.*`,
     },
   });
   const db = projection.db as Kysely<AuthReadDb>;
@@ -134,6 +134,8 @@ export function createAuthService(opts: AuthServiceOptions): AuthService {
       });
     },
     async start() {
+      // Queries may come before the runner leads: the read model's tables must exist by then.
+      await projection.setup();
       const checkpoints = await openBucket(nats, `${names.service.toUpperCase()}_CHECKPOINTS`, {
         description: `${names.service}: checkpoints of relays that send commands to other services (the position of the last event relayed).`,
       });

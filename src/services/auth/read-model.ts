@@ -65,8 +65,17 @@ export const usersProjection: PostgresProjectionDefinition<AuthReadDb> = {
       .execute();
     // Not unique: uniqueness is the claims' job on the write side; a read model never refuses an event.
     await db.schema.createIndex('users_email').on('users').column('email_normalized').execute();
-    await sql`create index users_nickname on users (nickname_normalized text_pattern_ops, id)`.execute(db);
-    await sql`create index users_ban_ends on users (banned_until) where banned and banned_until is not null`.execute(db);
+    await db.schema
+      .createIndex('users_nickname')
+      .on('users')
+      .expression(sql`nickname_normalized text_pattern_ops, id`)
+      .execute();
+    await db.schema
+      .createIndex('users_ban_ends')
+      .on('users')
+      .column('banned_until')
+      .where(sql<boolean>`banned and banned_until is not null`)
+      .execute();
   },
   async apply(trx, events) {
     const ids = [...new Set(events.map((e) => (e.data as { userId: string }).userId))];

@@ -113,9 +113,11 @@ export async function authRoutes(app: FastifyInstance, deps: AuthRoutesDeps): Pr
   async function authenticate(request: FastifyRequest): Promise<{ claims: AccessTokenClaims; user: UserRow }> {
     const claims = await bearerClaims(request);
     const [session, user] = await Promise.all([sessions.get(claims.sid), findUser(claims.sub)]);
-    if (session === null || session.userId !== claims.sub || user === undefined) throw authErrors.tokenRevoked();
+    if (user === undefined) throw authErrors.tokenRevoked();
+    // A banned user is told so, rather than only that the session ended with the ban.
     const profile = profileOf(user);
     if (isBanned(profile, new Date())) throw authErrors.banned(profile.bannedUntil, user.ban_reason ?? '');
+    if (session === null || session.userId !== claims.sub) throw authErrors.tokenRevoked();
     if (claims.iat_ms < user.tokens_valid_after.getTime()) throw authErrors.tokenRevoked();
     return { claims, user };
   }

@@ -180,11 +180,10 @@ export const userDecider: Decider<UserCommand, UserEvent, UserState> = {
         };
       case 'grant-permission': {
         const p = command.permission;
-        const fromRoles = permissionsOfRoles(facts.roles).has(p);
         const next = {
           ...facts,
-          grantedPermissions:
-            fromRoles || facts.grantedPermissions.includes(p) ? facts.grantedPermissions : [...facts.grantedPermissions, p],
+          // Granted explicitly, it stays when a role that gives it is revoked.
+          grantedPermissions: facts.grantedPermissions.includes(p) ? facts.grantedPermissions : [...facts.grantedPermissions, p],
           revokedPermissions: facts.revokedPermissions.filter((x) => x !== p),
         };
         if (sameFacts(next, facts)) return null;
