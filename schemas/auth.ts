@@ -51,6 +51,8 @@ export const UserProfile = Type.Object(
     bannedUntil: Type.Union([Timestamp(), Type.Null()]),
     /** Access tokens issued before this time are refused by every service. */
     tokensValidAfter: Timestamp(),
+    /** When the account was made; young accounts may be held to stricter limits. */
+    signedUpAt: Timestamp(),
     revision: Type.Integer({ minimum: 1 }),
   },
   { additionalProperties: false },

@@ -22,6 +22,7 @@ export const UserFacts = object({
   banned: Type.Boolean(),
   bannedUntil: Type.Union([Timestamp(), Type.Null()]),
   tokensValidAfter: Timestamp(),
+  signedUpAt: Timestamp(),
 });
 export type UserFacts = Static<typeof UserFacts>;
 

@@ -183,6 +183,7 @@ export function profileOf(row: UserRow): UserProfile {
     banned: row.banned,
     bannedUntil: row.banned_until === null ? null : row.banned_until.toISOString(),
     tokensValidAfter: row.tokens_valid_after.toISOString(),
+    signedUpAt: row.signed_up_at.toISOString(),
     revision: Number(row.revision),
   };
 }
@@ -198,6 +199,7 @@ export function profileFromEvent(userId: string, facts: UserFacts, position: num
     banned: facts.banned,
     bannedUntil: facts.bannedUntil,
     tokensValidAfter: facts.tokensValidAfter,
+    signedUpAt: facts.signedUpAt,
     revision: position,
   };
 }

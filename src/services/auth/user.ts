@@ -78,6 +78,7 @@ export const userDecider: Decider<UserCommand, UserEvent, UserState> = {
             banned: false,
             bannedUntil: null,
             tokensValidAfter: at,
+            signedUpAt: at,
           },
         },
       };
