@@ -1,13 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import { deciderSpec } from '../../eventstore/testing/decider-spec.js';
 import type { ClaimEvent } from './events.js';
-import { CLAIM_HOLD_MS, claimDecider, claimId, normalizeEmail, normalizeNickname } from './claims.js';
+import { CLAIM_HOLD_MS, claimDecider, claimId, normalizeEmail, normalizeNickname, type OwnerStanding } from './claims.js';
 import { authErrors } from './errors.js';
 
 const spec = deciderSpec(claimDecider(authErrors.emailTaken));
 
 const ANN = '5f0c2b8e-3d3a-4c1e-9b7a-1e2d3c4b5a61';
 const BEA = '8a1d4e2f-6b7c-4d8e-9f01-2a3b4c5d6e72';
+const CAL = '3c9e7a1b-2d4f-4e6a-8b0c-9d1e2f3a4b5c';
 const T0 = new Date('2025-03-01T10:00:00.000Z');
 const after = (ms: number) => new Date(T0.getTime() + ms);
 
@@ -20,43 +21,93 @@ const released = (userId: string, at: number): ClaimEvent => ({
   data: { userId, at: after(at).toISOString() },
 });
 
+/** The owner's standing as the handler found it for the claim `userId` took at `at`. */
+const standing = (userId: string, at: number, s: OwnerStanding['standing']): OwnerStanding => ({
+  userId,
+  at: after(at).toISOString(),
+  standing: s,
+});
+
 describe('claim decider: claim', () => {
   it('takes a free value', () => {
-    spec.given([]).when({ type: 'claim', userId: ANN, at: T0, ownerHolds: false }).then(taken(ANN, 0));
+    spec.given([]).when({ type: 'claim', userId: ANN, at: T0, owner: null }).then(taken(ANN, 0));
   });
 
   it('treats claiming again by the same user as a no-op, whenever', () => {
     spec
       .given([taken(ANN, 0)])
-      .when({ type: 'claim', userId: ANN, at: after(10 * CLAIM_HOLD_MS), ownerHolds: false })
+      .when({ type: 'claim', userId: ANN, at: after(10 * CLAIM_HOLD_MS), owner: null })
       .then(null);
   });
 
-  it('refuses another user while the claim is fresh, even if its owner does not hold the value', () => {
+  it('refuses another user while the claim is fresh and its owner’s event may still follow', () => {
     spec
       .given([taken(ANN, 0)])
-      .when({ type: 'claim', userId: BEA, at: after(CLAIM_HOLD_MS - 1), ownerHolds: false })
+      .when({ type: 'claim', userId: BEA, at: after(CLAIM_HOLD_MS - 1), owner: standing(ANN, 0, 'pending') })
       .thenFails('email-taken');
   });
 
   it('refuses another user while the owner holds the value, however old the claim', () => {
     spec
       .given([taken(ANN, 0)])
-      .when({ type: 'claim', userId: BEA, at: after(100 * CLAIM_HOLD_MS), ownerHolds: true })
+      .when({ type: 'claim', userId: BEA, at: after(100 * CLAIM_HOLD_MS), owner: standing(ANN, 0, 'holds') })
       .thenFails('email-taken');
   });
 
   it('lets another user take over a stale claim whose owner does not hold the value', () => {
     spec
       .given([taken(ANN, 0)])
-      .when({ type: 'claim', userId: BEA, at: after(CLAIM_HOLD_MS), ownerHolds: false })
+      .when({ type: 'claim', userId: BEA, at: after(CLAIM_HOLD_MS), owner: standing(ANN, 0, 'pending') })
       .then(taken(BEA, CLAIM_HOLD_MS));
+    spec
+      .given([taken(ANN, 0)])
+      .when({ type: 'claim', userId: BEA, at: after(CLAIM_HOLD_MS), owner: standing(ANN, 0, 'released') })
+      .then(taken(BEA, CLAIM_HOLD_MS));
+  });
+
+  it('lets another user take over a fresh claim whose owner wrote since without holding the value', () => {
+    spec
+      .given([taken(ANN, 0)])
+      .when({ type: 'claim', userId: BEA, at: after(1), owner: standing(ANN, 0, 'released') })
+      .then(taken(BEA, 1));
+  });
+
+  it('takes a claim whose owner is unknown as pending', () => {
+    spec
+      .given([taken(ANN, 0)])
+      .when({ type: 'claim', userId: BEA, at: after(CLAIM_HOLD_MS - 1), owner: null })
+      .thenFails('email-taken');
+    spec
+      .given([taken(ANN, 0)])
+      .when({ type: 'claim', userId: BEA, at: after(CLAIM_HOLD_MS), owner: null })
+      .then(taken(BEA, CLAIM_HOLD_MS));
+  });
+
+  it('ignores a standing found for an earlier claim by another owner (a racing sign-up took it meanwhile)', () => {
+    spec
+      .given([taken(ANN, 0), taken(CAL, CLAIM_HOLD_MS)])
+      .when({ type: 'claim', userId: BEA, at: after(CLAIM_HOLD_MS + 1), owner: standing(ANN, 0, 'released') })
+      .thenFails('email-taken');
+  });
+
+  it('ignores a standing of another owner, even with the same time', () => {
+    spec
+      .given([taken(ANN, 0), taken(CAL, CLAIM_HOLD_MS)])
+      .when({ type: 'claim', userId: BEA, at: after(CLAIM_HOLD_MS + 1), owner: standing(ANN, CLAIM_HOLD_MS, 'released') })
+      .thenFails('email-taken');
+  });
+
+  it('ignores a standing found for an earlier claim by the same owner', () => {
+    spec
+      .given([taken(ANN, 0), released(ANN, 1), taken(ANN, 2)])
+      .when({ type: 'claim', userId: BEA, at: after(3), owner: standing(ANN, 0, 'released') })
+      .thenFails('email-taken');
   });
 
   it('counts freshness from the latest take-over', () => {
     spec
       .given([taken(ANN, 0), taken(BEA, CLAIM_HOLD_MS)])
-      .when({ type: 'claim', userId: ANN, at: after(2 * CLAIM_HOLD_MS - 1), ownerHolds: false })
+      .when({ type: 'claim', userId: ANN, at: after(2 * CLAIM_HOLD_MS - 1), owner: standing(BEA, CLAIM_HOLD_MS, 'pending') })
       .thenFails('email-taken');
   });
 
@@ -64,14 +115,14 @@ describe('claim decider: claim', () => {
     const nicknames = deciderSpec(claimDecider(() => authErrors.nicknameTaken('ann')));
     nicknames
       .given([taken(ANN, 0)])
-      .when({ type: 'claim', userId: BEA, at: after(1), ownerHolds: false })
+      .when({ type: 'claim', userId: BEA, at: after(1), owner: standing(ANN, 0, 'holds') })
       .thenFails('nickname-taken');
   });
 
   it('lets anyone take a released value at once', () => {
     spec
       .given([taken(ANN, 0), released(ANN, 1)])
-      .when({ type: 'claim', userId: BEA, at: after(2), ownerHolds: false })
+      .when({ type: 'claim', userId: BEA, at: after(2), owner: null })
       .then(taken(BEA, 2));
   });
 });

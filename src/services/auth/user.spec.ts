@@ -28,6 +28,7 @@ const facts = (changes: Partial<UserFacts> = {}): UserFacts => ({
   banned: false,
   bannedUntil: null,
   tokensValidAfter: T0.toISOString(),
+  signedUpAt: T0.toISOString(),
   ...changes,
 });
 
@@ -150,6 +151,7 @@ describe('user decider: sign-up', () => {
             banned: false,
             bannedUntil: null,
             tokensValidAfter: '2025-03-01T10:00:00.000Z',
+            signedUpAt: '2025-03-01T10:00:00.000Z',
           },
         },
       });
@@ -667,11 +669,18 @@ describe('user decider: grant-permission and revoke-permission', () => {
       .then(null);
   });
 
-  it('treats granting a permission the roles give as a no-op', () => {
+  it('records an explicit grant of a permission the roles give too', () => {
     spec
       .given([signedUp()])
       .when({ type: 'grant-permission', permission: 'content.post.create', by: ADMIN, at: after(HOUR) })
-      .then(null);
+      .then(
+        permissionChanged(
+          'AuthUserPermissionGranted',
+          'content.post.create',
+          { grantedPermissions: ['content.post.create'] },
+          HOUR,
+        ),
+      );
   });
 
   it('revokes a permission the roles give by listing it as revoked', () => {
@@ -732,13 +741,82 @@ describe('user decider: grant-permission and revoke-permission', () => {
         ),
       ])
       .when({ type: 'grant-permission', permission: 'content.post.create', by: ADMIN, at: after(2 * HOUR) })
-      .then(permissionChanged('AuthUserPermissionGranted', 'content.post.create', {}, 2 * HOUR));
+      .then(
+        permissionChanged(
+          'AuthUserPermissionGranted',
+          'content.post.create',
+          { grantedPermissions: ['content.post.create'], revokedPermissions: [] },
+          2 * HOUR,
+        ),
+      );
+  });
+
+  it('keeps an explicit grant when the role that also gives it is revoked', () => {
+    const moderator = roleChanged('AuthUserRoleGranted', 'moderator', ['member', 'moderator'], HOUR);
+    const grant: UserEvent = {
+      type: 'AuthUserPermissionGranted',
+      data: {
+        userId: USER,
+        permission: 'auth.users.read',
+        by: ADMIN,
+        at: isoAfter(2 * HOUR),
+        user: facts({ roles: ['member', 'moderator'], grantedPermissions: ['auth.users.read'] }),
+      },
+    };
+    spec
+      .given([signedUp(), moderator, grant])
+      .when({ type: 'revoke-role', role: 'moderator', by: ADMIN, at: after(3 * HOUR) })
+      .then({
+        type: 'AuthUserRoleRevoked',
+        data: {
+          userId: USER,
+          role: 'moderator',
+          by: ADMIN,
+          at: isoAfter(3 * HOUR),
+          user: facts({ roles: ['member'], grantedPermissions: ['auth.users.read'] }),
+        },
+      });
+    spec
+      .given([signedUp(), moderator, grant])
+      .when({ type: 'grant-permission', permission: 'auth.users.read', by: ADMIN, at: after(3 * HOUR) })
+      .then(null);
+  });
+
+  it('revokes a permission both granted and given by a role by dropping the grant and listing it as revoked', () => {
+    spec
+      .given([
+        signedUp(),
+        permissionChanged(
+          'AuthUserPermissionGranted',
+          'content.post.create',
+          { grantedPermissions: ['content.post.create'] },
+          HOUR,
+        ),
+      ])
+      .when({ type: 'revoke-permission', permission: 'content.post.create', by: ADMIN, at: after(2 * HOUR) })
+      .then(
+        permissionChanged(
+          'AuthUserPermissionRevoked',
+          'content.post.create',
+          { grantedPermissions: [], revokedPermissions: ['content.post.create'] },
+          2 * HOUR,
+        ),
+      );
   });
 
   it('judges role permissions by the roles held now', () => {
     spec
       .given([signedUp(), roleChanged('AuthUserRoleGranted', 'moderator', ['member', 'moderator'], HOUR)])
-      .when({ type: 'grant-permission', permission: 'auth.users.read', by: ADMIN, at: after(2 * HOUR) })
-      .then(null);
+      .when({ type: 'revoke-permission', permission: 'auth.users.read', by: ADMIN, at: after(2 * HOUR) })
+      .then({
+        type: 'AuthUserPermissionRevoked',
+        data: {
+          userId: USER,
+          permission: 'auth.users.read',
+          by: ADMIN,
+          at: isoAfter(2 * HOUR),
+          user: facts({ roles: ['member', 'moderator'], revokedPermissions: ['auth.users.read'] }),
+        },
+      });
   });
 });
