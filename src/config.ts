@@ -14,6 +14,8 @@ export interface Config {
   readonly alerts: { readonly redisUrl: string };
   readonly smtpUrl: string;
   readonly mailFrom: string;
+  /** Emails one mailing instance sends at once (and SMTP connections it keeps). */
+  readonly mailingConcurrency: number;
   readonly publicUrl: string;
   readonly jwtSecret: string;
   readonly port: number;
@@ -58,6 +60,7 @@ export function loadConfig(env: Env = process.env): Config {
     alerts: { redisUrl: env.ALERTS_REDIS_URL ?? redis(3) },
     smtpUrl: env.SMTP_URL ?? 'smtp://127.0.0.1:1025',
     mailFrom: env.MAIL_FROM ?? 'ObeyForum <no-reply@obeyforum.localhost>',
+    mailingConcurrency: parsePositive('MAILING_CONCURRENCY', env.MAILING_CONCURRENCY, 8),
     publicUrl: env.PUBLIC_URL ?? 'http://localhost:8080',
     jwtSecret,
     port: parseInteger('PORT', env.PORT, 3000),
@@ -83,5 +86,11 @@ function parseInteger(name: string, value: string | undefined, fallback: number)
   if (!Number.isSafeInteger(n) || n < 0) {
     throw new ConfigError(`${name} must be a non-negative integer (got "${value}")`);
   }
+  return n;
+}
+
+function parsePositive(name: string, value: string | undefined, fallback: number): number {
+  const n = parseInteger(name, value, fallback);
+  if (n < 1) throw new ConfigError(`${name} must be at least 1 (got "${value}")`);
   return n;
 }

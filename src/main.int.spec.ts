@@ -1,13 +1,38 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { connect } from '@nats-io/transport-node';
-import { afterEach, describe, expect, it } from 'vitest';
-import { NATS_URL } from './eventstore/testing/nats.js';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { freshDatabase, type TestDatabase } from './projections/testing/postgres.js';
+import { startNatsServer, startRedisServer, type TestServer } from './testing/servers.js';
+import { startSmtpServer, type TestSmtpServer } from './testing/smtp.js';
+
+// The process runs the services on their real subjects and keys: on servers of this file's own.
+let nats: TestServer;
+let redis: TestServer;
+let smtp: TestSmtpServer;
+let database: TestDatabase;
+beforeAll(async () => {
+  [nats, redis, smtp, database] = await Promise.all([startNatsServer(), startRedisServer(), startSmtpServer(), freshDatabase()]);
+});
+afterAll(async () => {
+  await Promise.all([nats?.stop(), redis?.stop(), smtp?.close(), database?.drop()]);
+});
 
 /** Runs the composition root as `npm start` would, on a free port. */
 function startMain(args: string[]): { child: ChildProcess; port: Promise<number>; output: () => string } {
+  const url = new URL(process.env.TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres');
+  url.pathname = `/${database.name}`;
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', ...args], {
-    env: { ...process.env, PORT: '0', LOG_LEVEL: 'info', NODE_ENV: 'development', NATS_URL },
+    env: {
+      ...process.env,
+      PORT: '0',
+      LOG_LEVEL: 'info',
+      NODE_ENV: 'development',
+      NATS_URL: nats.url,
+      AUTH_DATABASE_URL: url.toString(),
+      AUTH_REDIS_URL: redis.url,
+      SMTP_URL: smtp.url,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
@@ -41,7 +66,17 @@ describe('the composition root (npm start)', () => {
     expect(await ready.json()).toMatchObject({ status: 'ok', checks: { nats: 'ok', auth: 'ok', mailing: 'ok' } });
     expect((await fetch(`http://127.0.0.1:${port}/health/live`)).status).toBe(200);
 
-    const nc = await connect({ servers: NATS_URL });
+    // Auth answers over HTTP, and its verification email goes out through mailing.
+    const email = `main-${Date.now()}@forum.test`;
+    const signUp = await fetch(`http://127.0.0.1:${port}/api/auth/sign-up`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ email, nickname: `main${Date.now()}`, password: 'a long enough password' }),
+    });
+    expect(signUp.status).toBe(201);
+    await smtp.waitForMail((m) => m.to.includes(email));
+
+    const nc = await connect({ servers: nats.url });
     try {
       const replies = await nc.requestMany('$SRV.PING.mailing', '', { maxWait: 1_000 });
       const names: string[] = [];

@@ -6,6 +6,12 @@ import { createLogger } from './log.js';
 import { connectNats } from './eventstore/nats.js';
 import { createServiceRuntime, type ServiceRuntime } from './eventstore/service-runtime.js';
 import { buildApp } from './http/app.js';
+import { Redis } from 'ioredis';
+import { Kysely, PostgresDialect } from 'kysely';
+import pg from 'pg';
+import { createCommandSender } from './eventstore/commands.js';
+import { createAuthService } from './services/auth/index.js';
+import { createMailingService } from './services/mailing/index.js';
 
 const SERVICES = ['auth', 'content', 'alerts', 'mailing'] as const;
 const DESCRIPTIONS: Record<(typeof SERVICES)[number], string> = {
@@ -29,7 +35,9 @@ type ServiceName = (typeof SERVICES)[number];
 /**
  * The composition root: `node dist/src/main.js [service…]` runs the named services (all of
  * them by default) in one process behind one HTTP listener, and stops them gracefully on
- * SIGTERM/SIGINT. Until the services land it runs their platform: streams, buckets, health.
+ * SIGTERM/SIGINT: it stops taking requests, stops each service (which finishes the commands and
+ * batches in flight), then drains NATS. Content and alerts run their platform only (streams,
+ * buckets, health) until they land.
  */
 async function main(): Promise<void> {
   const config = loadConfig();
@@ -52,8 +60,54 @@ async function main(): Promise<void> {
   const runtimes: ServiceRuntime[] = [];
   for (const s of services)
     runtimes.push(await createServiceRuntime(nats, s, log, { version: VERSION, description: DESCRIPTIONS[s] }));
+  const runtimeOf = (name: ServiceName) => runtimes.find((r) => r.names.service === name)!;
+  const sender = createCommandSender(nats, { timeoutMs: config.commandTimeoutMs });
 
+  /** A running service: what it serves over HTTP, how to stop it, whether it is ready. */
+  interface Running {
+    readonly name: ServiceName;
+    stop(): Promise<void>;
+    ready(): Promise<boolean>;
+  }
+  const running: Running[] = [];
+  const closers: (() => Promise<unknown>)[] = [];
   const app = buildApp({ log });
+
+  if (services.includes('auth')) {
+    const db = new Kysely<any>({
+      dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: config.auth.databaseUrl, max: 10 }) }),
+    });
+    const redis = new Redis(config.auth.redisUrl, { maxRetriesPerRequest: 3 });
+    closers.push(
+      () => db.destroy(),
+      () => redis.quit(),
+    );
+    const auth = createAuthService({
+      runtime: runtimeOf('auth'),
+      sender,
+      db,
+      redis,
+      jwtSecret: config.jwtSecret,
+      publicUrl: config.publicUrl,
+      adminEmails: config.adminEmails,
+      commandTimeoutMs: config.commandTimeoutMs,
+      readYourWritesTimeoutMs: config.readYourWritesTimeoutMs,
+    });
+    await app.register(async (scope) => auth.routes(scope), { prefix: '/api/auth' });
+    await auth.start();
+    running.push({ name: 'auth', stop: () => auth.stop(), ready: () => auth.ready() });
+  }
+  if (services.includes('mailing')) {
+    const mailing = createMailingService({
+      runtime: runtimeOf('mailing'),
+      smtpUrl: config.smtpUrl,
+      mailFrom: config.mailFrom,
+      concurrency: config.mailingConcurrency,
+    });
+    await mailing.start();
+    running.push({ name: 'mailing', stop: () => mailing.stop(), ready: () => mailing.ready() });
+  }
+
   app.get('/health/live', async () => ({ status: 'ok' }));
   app.get('/health/ready', async (_request, reply) => {
     const checks: Record<string, string> = {};
@@ -62,6 +116,8 @@ async function main(): Promise<void> {
       checks.nats = 'ok';
       for (const r of runtimes) {
         await nats.jsm.streams.info(r.names.eventsStream);
+        const service = running.find((x) => x.name === r.names.service);
+        if (service !== undefined && !(await service.ready())) throw new Error(`${r.names.service} is not ready`);
         checks[r.names.service] = 'ok';
       }
     } catch (err) {
@@ -80,8 +136,10 @@ async function main(): Promise<void> {
     const force = setTimeout(() => process.exit(1), 15_000);
     force.unref();
     await app.close();
+    for (const r of running) await r.stop();
     for (const r of runtimes) await r.stop();
     await nats.nc.drain();
+    await Promise.allSettled(closers.map((c) => c()));
     log.info('stopped');
     process.exit(0);
   };
