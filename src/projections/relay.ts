@@ -11,6 +11,9 @@ import { createProjectionRunner, type ProjectionRunner, type ProjectionTarget } 
 
 /** The header naming the events-stream position a notification was derived from. */
 export const SourceSequenceHeader = 'Obey-Source-Sequence';
+/** When an event gives several notifications: which one this is (from 0), and how many there are. */
+export const SourceIndexHeader = 'Obey-Source-Index';
+export const SourceCountHeader = 'Obey-Source-Count';
 
 /** A notification to publish for an event. */
 export interface Notification {
@@ -26,8 +29,8 @@ export interface RelayOptions {
   readonly log: Logger;
   /** The events the relay reads; others pass by. */
   readonly events: readonly MessageDefinition<TSchema>[];
-  /** The public notification an event gives, or null: domain events stay private. */
-  toNotification(event: StoredEvent): Notification | null;
+  /** The public notification(s) an event gives, or null: domain events stay private. */
+  toNotification(event: StoredEvent): Notification | readonly Notification[] | null;
 }
 
 /**
@@ -39,6 +42,9 @@ export interface RelayOptions {
  */
 export function createNotificationRelay(opts: RelayOptions): ProjectionRunner {
   const { nats, names } = opts;
+  // Set when the last notification stored is not its event's last one (a crash between the
+  // notifications of one event): that event is relayed again from the next one.
+  let resume: { position: number; index: number } | undefined;
   const target: ProjectionTarget = {
     watchCheckpoint: false,
     // A publish that fails (a full stream, a timeout, an outage) is retried until it passes:
@@ -53,34 +59,33 @@ export function createNotificationRelay(opts: RelayOptions): ProjectionRunner {
       if (!Number.isSafeInteger(source)) {
         throw new Error(`the last message of ${names.notificationsStream} has no ${SourceSequenceHeader} header`);
       }
+      const index = Number(last?.header.get(SourceIndexHeader) || 0);
+      const count = Number(last?.header.get(SourceCountHeader) || 1);
+      if (index < count - 1) {
+        resume = { position: source, index };
+        return source - 1;
+      }
+      resume = undefined;
       return source;
     },
     async apply(events) {
       // One at a time: were one publish to fail and a later one to pass, the retry would
       // store them out of order, and the checkpoint (the last one's source) would skip it.
       for (const e of events) {
-        const n = opts.toNotification(e);
-        if (n === null) continue;
-        const def = n.definition;
-        if (def.subject === undefined) throw new Error(`${def.type} has no subject`);
-        if (!def.validator.check(n.data)) {
-          throw new InvalidMessageError(`relay made an invalid ${def.type} from ${e.type}`, def.validator.issues(n.data));
+        const given = opts.toNotification(e);
+        const all: readonly Notification[] = given === null ? [] : Array.isArray(given) ? given : [given as Notification];
+        for (const n of all) {
+          const def = n.definition;
+          if (def.subject === undefined) throw new Error(`${def.type} has no subject`);
+          if (!def.validator.check(n.data)) {
+            throw new InvalidMessageError(`relay made an invalid ${def.type} from ${e.type}`, def.validator.issues(n.data));
+          }
         }
-        const msgID = `${names.eventsStream}:${e.position}`;
-        await nats.js.publish(def.subject, JSON.stringify(n.data), {
-          msgID,
-          expect: { streamName: names.notificationsStream },
-          headers: encodeHeaders(
-            {
-              type: def.type,
-              version: def.version,
-              correlationId: e.meta.correlationId,
-              causationId: msgID,
-              traceparent: e.meta.traceparent,
-            },
-            { [SourceSequenceHeader]: String(e.position) },
-          ),
-        });
+        for (const [index, n] of all.entries()) {
+          if (resume !== undefined && resume.position === e.position && index <= resume.index) continue;
+          await publish(e, n, index, all.length);
+        }
+        if (resume?.position === e.position) resume = undefined;
       }
     },
     async healthy() {
@@ -93,6 +98,34 @@ export function createNotificationRelay(opts: RelayOptions): ProjectionRunner {
       }
     },
   };
+
+  async function publish(e: StoredEvent, n: Notification, index: number, count: number): Promise<void> {
+    const def = n.definition;
+    if (def.subject === undefined) throw new Error(`${def.type} has no subject`);
+    // The first (usually only) notification of an event keeps the plain id.
+    const msgID = index === 0 ? `${names.eventsStream}:${e.position}` : `${names.eventsStream}:${e.position}:${index}`;
+    await nats.js.publish(def.subject, JSON.stringify(n.data), {
+      msgID,
+      expect: { streamName: names.notificationsStream },
+      headers: encodeHeaders(
+        {
+          type: def.type,
+          version: def.version,
+          correlationId: e.meta.correlationId,
+          causationId: msgID,
+          traceparent: e.meta.traceparent,
+        },
+        count === 1
+          ? { [SourceSequenceHeader]: String(e.position) }
+          : {
+              [SourceSequenceHeader]: String(e.position),
+              [SourceIndexHeader]: String(index),
+              [SourceCountHeader]: String(count),
+            },
+      ),
+    });
+  }
+
   return createProjectionRunner({
     nats,
     names,

@@ -1,0 +1,141 @@
+import type { FastifyInstance } from 'fastify';
+import { Redis } from 'ioredis';
+import { createCommandSender } from '../eventstore/commands.js';
+import { connectNats, type Nats } from '../eventstore/nats.js';
+import { createServiceRuntime, type ServiceRuntime } from '../eventstore/service-runtime.js';
+import { testLog } from '../eventstore/testing/nats.js';
+import { buildApp } from '../http/app.js';
+import { freshDatabase, type TestDatabase } from '../projections/testing/postgres.js';
+import { createAuthService, DEFAULT_LIMITS, type AuthService } from '../services/auth/index.js';
+import {
+  createContentService,
+  DEFAULT_CONTENT_LIMITS,
+  type ContentLimits,
+  type ContentService,
+} from '../services/content/index.js';
+import { createMailingService, type MailingService } from '../services/mailing/index.js';
+import { startNatsServer, startRedisServer, type TestServer } from './servers.js';
+import { startSmtpServer, type TestSmtpServer } from './smtp.js';
+
+export const TEST_JWT_SECRET = 'system-tests-secret-0123456789abcdef0123456789';
+
+/**
+ * The forum as it runs, for a test file: a nats-server, a Redis per service and a database per
+ * service of the file's own, a real SMTP server, and auth, content and mailing in this process
+ * behind one fastify app (use `inject`), as `node dist/src/main.js` composes them.
+ */
+export interface TestSystem {
+  readonly app: FastifyInstance;
+  readonly nats: Nats;
+  readonly natsServer: TestServer;
+  readonly smtp: TestSmtpServer;
+  readonly redis: { readonly auth: Redis; readonly content: Redis };
+  readonly databases: { readonly auth: TestDatabase; readonly content: TestDatabase };
+  readonly auth: AuthService;
+  readonly content: ContentService;
+  readonly runtimes: Readonly<Record<'auth' | 'content' | 'mailing', ServiceRuntime>>;
+  stop(): Promise<void>;
+}
+
+export async function startTestSystem(opts: { adminEmails?: string[]; contentLimits?: ContentLimits } = {}): Promise<TestSystem> {
+  const [natsServer, authRedisServer, contentRedisServer, smtp, authDb, contentDb] = await Promise.all([
+    startNatsServer(),
+    startRedisServer(),
+    startRedisServer(),
+    startSmtpServer(),
+    freshDatabase(),
+    freshDatabase(),
+  ]);
+  const nats = await connectNats({ url: natsServer.url, name: 'system-test' });
+  const redis = {
+    auth: new Redis(authRedisServer.url, { maxRetriesPerRequest: 3 }),
+    content: new Redis(contentRedisServer.url, { maxRetriesPerRequest: 3 }),
+  };
+  const runtime = (svc: string) =>
+    createServiceRuntime(nats, svc, testLog, { version: '0.0.0', description: `${svc} under test` });
+  const runtimes = { auth: await runtime('auth'), content: await runtime('content'), mailing: await runtime('mailing') };
+  const sender = createCommandSender(nats, { timeoutMs: 5_000 });
+  const common = { sender, jwtSecret: TEST_JWT_SECRET, commandTimeoutMs: 5_000, readYourWritesTimeoutMs: 3_000 };
+  const auth = createAuthService({
+    ...common,
+    runtime: runtimes.auth,
+    db: authDb.db,
+    redis: redis.auth,
+    publicUrl: 'http://forum.test',
+    adminEmails: opts.adminEmails ?? [],
+    banSweepMs: 200,
+    limits: { ...DEFAULT_LIMITS, signIn: { perIp: 10_000, perAccount: 1_000, windowSeconds: 60 } },
+  });
+  const content = createContentService({
+    ...common,
+    runtime: runtimes.content,
+    db: contentDb.db,
+    redis: redis.content,
+    limits: opts.contentLimits ?? { ...DEFAULT_CONTENT_LIMITS, postsPerMinute: 10_000, newAccountPostsPerMinute: 10_000 },
+  });
+  const mailing: MailingService = createMailingService({
+    runtime: runtimes.mailing,
+    smtpUrl: smtp.url,
+    mailFrom: 'ObeyForum <no-reply@forum.test>',
+    retryDelayMs: { initial: 100, max: 1_000 },
+  });
+  const app = buildApp({ log: testLog });
+  await app.register(async (scope) => auth.routes(scope), { prefix: '/api/auth' });
+  await app.register(async (scope) => content.routes(scope), { prefix: '/api/content' });
+  await app.ready();
+  await Promise.all([auth.start(), content.start(), mailing.start()]);
+  return {
+    app,
+    nats,
+    natsServer,
+    smtp,
+    redis,
+    databases: { auth: authDb, content: contentDb },
+    auth,
+    content,
+    runtimes,
+    async stop() {
+      await app.close();
+      await Promise.all([auth.stop(), content.stop(), mailing.stop()]);
+      for (const r of Object.values(runtimes)) await r.stop();
+      await nats.nc.drain();
+      redis.auth.disconnect();
+      redis.content.disconnect();
+      await Promise.all([
+        natsServer.stop(),
+        authRedisServer.stop(),
+        contentRedisServer.stop(),
+        smtp.close(),
+        authDb.drop(),
+        contentDb.drop(),
+      ]);
+    },
+  };
+}
+
+/** A signed-in user of a test system. */
+export interface TestUser {
+  readonly userId: string;
+  readonly email: string;
+  readonly nickname: string;
+  readonly accessToken: string;
+}
+
+/** Signs a user up, verifies the address from the emailed link, and signs in. */
+export async function signedInUser(sys: TestSystem, opts: { email?: string; nickname?: string } = {}): Promise<TestUser> {
+  const tag = Math.random().toString(36).slice(2, 10);
+  const email = opts.email ?? `u${tag}@forum.test`;
+  const nickname = opts.nickname ?? `user_${tag}`;
+  const password = 'a long enough password';
+  const call = async (url: string, payload: object) => {
+    const r = await sys.app.inject({ method: 'POST', url: `/api/auth${url}`, payload });
+    if (r.statusCode >= 300) throw new Error(`${url}: ${r.statusCode} ${r.body}`);
+    return r.json() as Record<string, any>;
+  };
+  const { userId } = await call('/sign-up', { email, nickname, password });
+  const mail = await sys.smtp.waitForMail((m) => m.to.includes(email) && /confirm/i.test(m.subject));
+  const token = decodeURIComponent(/token=([^\s"&<>]+)/.exec(mail.text)?.[1] ?? '');
+  await call('/verify-email', { token });
+  const { accessToken } = await call('/sign-in', { email, password });
+  return { userId, email, nickname, accessToken };
+}
