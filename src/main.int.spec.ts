@@ -11,17 +11,27 @@ let nats: TestServer;
 let redis: TestServer;
 let smtp: TestSmtpServer;
 let database: TestDatabase;
+let contentDatabase: TestDatabase;
 beforeAll(async () => {
-  [nats, redis, smtp, database] = await Promise.all([startNatsServer(), startRedisServer(), startSmtpServer(), freshDatabase()]);
+  [nats, redis, smtp, database, contentDatabase] = await Promise.all([
+    startNatsServer(),
+    startRedisServer(),
+    startSmtpServer(),
+    freshDatabase(),
+    freshDatabase(),
+  ]);
 });
 afterAll(async () => {
-  await Promise.all([nats?.stop(), redis?.stop(), smtp?.close(), database?.drop()]);
+  await Promise.all([nats?.stop(), redis?.stop(), smtp?.close(), database?.drop(), contentDatabase?.drop()]);
 });
 
 /** Runs the composition root as `npm start` would, on a free port. */
 function startMain(args: string[]): { child: ChildProcess; port: Promise<number>; output: () => string } {
-  const url = new URL(process.env.TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres');
-  url.pathname = `/${database.name}`;
+  const urlOf = (db: TestDatabase) => {
+    const url = new URL(process.env.TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres');
+    url.pathname = `/${db.name}`;
+    return url.toString();
+  };
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', ...args], {
     env: {
       ...process.env,
@@ -29,8 +39,10 @@ function startMain(args: string[]): { child: ChildProcess; port: Promise<number>
       LOG_LEVEL: 'info',
       NODE_ENV: 'development',
       NATS_URL: nats.url,
-      AUTH_DATABASE_URL: url.toString(),
-      AUTH_REDIS_URL: redis.url,
+      AUTH_DATABASE_URL: urlOf(database),
+      CONTENT_DATABASE_URL: urlOf(contentDatabase),
+      AUTH_REDIS_URL: redis.url.replace(/\/0$/, '/1'),
+      CONTENT_REDIS_URL: redis.url.replace(/\/0$/, '/2'),
       SMTP_URL: smtp.url,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -58,12 +70,14 @@ describe('the composition root (npm start)', () => {
   });
 
   it('runs the named services, answers health and the NATS service protocol, and stops cleanly on SIGTERM', async () => {
-    const main = startMain(['auth', 'mailing']);
+    const main = startMain(['auth', 'content', 'mailing']);
     children.push(main.child);
     const port = await main.port;
     const ready = await fetch(`http://127.0.0.1:${port}/health/ready`);
     expect(ready.status).toBe(200);
-    expect(await ready.json()).toMatchObject({ status: 'ok', checks: { nats: 'ok', auth: 'ok', mailing: 'ok' } });
+    expect(await ready.json()).toMatchObject({ status: 'ok', checks: { nats: 'ok', auth: 'ok', content: 'ok', mailing: 'ok' } });
+    const categories = await fetch(`http://127.0.0.1:${port}/api/content/categories`);
+    expect(await categories.json()).toEqual({ items: [], nextCursor: null });
     expect((await fetch(`http://127.0.0.1:${port}/health/live`)).status).toBe(200);
 
     // Auth answers over HTTP, and its verification email goes out through mailing.

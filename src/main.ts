@@ -12,6 +12,7 @@ import pg from 'pg';
 import { createCommandSender } from './eventstore/commands.js';
 import { createAuthService } from './services/auth/index.js';
 import { createMailingService } from './services/mailing/index.js';
+import { createContentService } from './services/content/index.js';
 
 const SERVICES = ['auth', 'content', 'alerts', 'mailing'] as const;
 const DESCRIPTIONS: Record<(typeof SERVICES)[number], string> = {
@@ -36,8 +37,8 @@ type ServiceName = (typeof SERVICES)[number];
  * The composition root: `node dist/src/main.js [service…]` runs the named services (all of
  * them by default) in one process behind one HTTP listener, and stops them gracefully on
  * SIGTERM/SIGINT: it stops taking requests, stops each service (which finishes the commands and
- * batches in flight), then drains NATS. Content and alerts run their platform only (streams,
- * buckets, health) until they land.
+ * batches in flight), then drains NATS. Alerts runs its platform only (streams, buckets,
+ * health) until it lands.
  */
 async function main(): Promise<void> {
   const config = loadConfig();
@@ -96,6 +97,28 @@ async function main(): Promise<void> {
     await app.register(async (scope) => auth.routes(scope), { prefix: '/api/auth' });
     await auth.start();
     running.push({ name: 'auth', stop: () => auth.stop(), ready: () => auth.ready() });
+  }
+  if (services.includes('content')) {
+    const db = new Kysely<any>({
+      dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: config.content.databaseUrl, max: 10 }) }),
+    });
+    const redis = new Redis(config.content.redisUrl, { maxRetriesPerRequest: 3 });
+    closers.push(
+      () => db.destroy(),
+      () => redis.quit(),
+    );
+    const content = createContentService({
+      runtime: runtimeOf('content'),
+      sender,
+      db,
+      redis,
+      jwtSecret: config.jwtSecret,
+      commandTimeoutMs: config.commandTimeoutMs,
+      readYourWritesTimeoutMs: config.readYourWritesTimeoutMs,
+    });
+    await app.register(async (scope) => content.routes(scope), { prefix: '/api/content' });
+    await content.start();
+    running.push({ name: 'content', stop: () => content.stop(), ready: () => content.ready() });
   }
   if (services.includes('mailing')) {
     const mailing = createMailingService({

@@ -1,5 +1,7 @@
 import type { Config } from '../config.js';
 import type { PostgresProjectionDefinition } from '../projections/postgres.js';
+import { usersProjection } from './auth/index.js';
+import { forumProjection } from './content/index.js';
 
 /** A Postgres projection the `obey rebuild` command can rebuild. */
 export interface RegisteredProjection {
@@ -10,5 +12,19 @@ export interface RegisteredProjection {
   databaseUrl(config: Config): string;
 }
 
-/** Every service's Postgres projections; each service adds its own as it lands. */
-export const registeredProjections: readonly RegisteredProjection[] = [];
+/** Every service's Postgres projections. */
+export const registeredProjections: readonly RegisteredProjection[] = [
+  {
+    service: 'auth',
+    definition: usersProjection,
+    stream: 'AUTH_EVENTS',
+    filterSubject: 'auth.events.user.*',
+    databaseUrl: (config) => config.auth.databaseUrl,
+  },
+  {
+    service: 'content',
+    definition: forumProjection,
+    stream: 'CONTENT_EVENTS',
+    databaseUrl: (config) => config.content.databaseUrl,
+  },
+];
