@@ -19,6 +19,12 @@ export interface Config {
   readonly publicUrl: string;
   readonly jwtSecret: string;
   readonly port: number;
+  /**
+   * `TRUST_PROXY`: the proxies whose `X-Forwarded-For` names the client (addresses or CIDRs,
+   * comma-separated, e.g. the gateway's); unset, the peer address is the client. Rate limits per
+   * IP depend on it: behind a proxy that is not trusted, every client has the proxy's address.
+   */
+  readonly trustProxy: string | undefined;
   readonly logLevel: string;
   readonly adminEmails: readonly string[];
   /** How long the HTTP side waits for a command's result before answering 202 Accepted. */
@@ -64,6 +70,7 @@ export function loadConfig(env: Env = process.env): Config {
     publicUrl: env.PUBLIC_URL ?? 'http://localhost:8080',
     jwtSecret,
     port: parseInteger('PORT', env.PORT, 3000),
+    trustProxy: env.TRUST_PROXY === undefined || env.TRUST_PROXY === '' ? undefined : env.TRUST_PROXY,
     logLevel: env.LOG_LEVEL ?? (mode === 'test' ? 'silent' : 'info'),
     adminEmails: (env.OBEY_ADMIN_EMAILS ?? '')
       .split(',')

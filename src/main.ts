@@ -72,7 +72,7 @@ async function main(): Promise<void> {
   }
   const running: Running[] = [];
   const closers: (() => Promise<unknown>)[] = [];
-  const app = buildApp({ log });
+  const app = buildApp({ log, trustProxy: config.trustProxy });
 
   if (services.includes('auth')) {
     const db = new Kysely<any>({

@@ -21,6 +21,8 @@ export interface AppOptions {
   readonly log: Logger;
   /** Largest accepted request body, in bytes. */
   readonly bodyLimit?: number;
+  /** Proxies trusted to name the client in `X-Forwarded-For` (config `TRUST_PROXY`). */
+  readonly trustProxy?: string | undefined;
 }
 
 /**
@@ -34,6 +36,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     bodyLimit: opts.bodyLimit ?? 64 * 1024,
     requestIdHeader: 'x-request-id',
     genReqId: () => uuidv4(),
+    ...(opts.trustProxy === undefined ? {} : { trustProxy: opts.trustProxy }),
   });
 
   // Bodies are checked strictly: a wrong type is an error, not coerced, and unknown properties

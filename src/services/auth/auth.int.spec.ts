@@ -376,6 +376,13 @@ describe('AuthGetUserByIdRequest', () => {
       { trace },
     );
     expect(withEmail.email).toBe(u.email);
+    // Answered from each instance's memory, yet never stale after a change.
+    const s = await signIn(u.email);
+    const renamed = unique('Renamed');
+    expect((await call('PUT', '/me/nickname', { nickname: renamed }, s.accessToken)).status).toBe(200);
+    const after = await natsRequest(sys.nats.nc, { request: AuthGetUserByIdRequest, response: AuthGetUserByIdResponse }, { userId: u.userId }, { trace });
+    expect(after.user.nickname).toBe(renamed);
+    expect(after.user.revision).toBeGreaterThan(r.user.revision);
     await expect(
       natsRequest(
         sys.nats.nc,

@@ -16,7 +16,9 @@ import { authErrors } from './errors.js';
 import { USER_EVENTS } from './events.js';
 import { createLimiter, DEFAULT_LIMITS, type AuthLimits } from './limits.js';
 import { emailsOf, notificationOf } from './outbox.js';
-import { profileOf, usersProjection, type AuthReadDb } from './read-model.js';
+import { createProfileCache } from './profiles.js';
+import { usersProjection, type AuthReadDb } from './read-model.js';
+import { verifyNothing } from './passwords.js';
 import { authRoutes } from './routes.js';
 import { createSessions } from './sessions.js';
 import { deriveTokenKey } from './tokens.js';
@@ -112,6 +114,7 @@ export function createAuthService(opts: AuthServiceOptions): AuthService {
   const banExpiry = createBanExpiry({ db, sender, leases, instanceId, everyMs: opts.banSweepMs ?? 5_000, log });
   const sessions = createSessions(redis, { ttlMs: opts.refreshTokenTtlMs ?? 30 * 24 * 3_600_000 });
   const limits = opts.limits ?? DEFAULT_LIMITS;
+  const profiles = createProfileCache({ db, nc: nats.nc, names, log });
 
   return {
     async routes(app) {
@@ -136,6 +139,9 @@ export function createAuthService(opts: AuthServiceOptions): AuthService {
     async start() {
       // Queries may come before the runner leads: the read model's tables must exist by then.
       await projection.setup();
+      // The decoy hash for sign-ins of unknown emails, made now so that no sign-in pays for it.
+      await verifyNothing('warm-up');
+      profiles.start();
       const checkpoints = await openBucket(nats, `${names.service.toUpperCase()}_CHECKPOINTS`, {
         description: `${names.service}: checkpoints of relays that send commands to other services (the position of the last event relayed).`,
       });
@@ -157,9 +163,9 @@ export function createAuthService(opts: AuthServiceOptions): AuthService {
         request: AuthGetUserByIdRequest,
         response: AuthGetUserByIdResponse,
         async handler(body) {
-          const row = await db.selectFrom('users').selectAll().where('id', '=', body.userId).executeTakeFirst();
-          if (row === undefined) throw authErrors.userNotFound(body.userId);
-          return body.includeEmail === true ? { user: profileOf(row), email: row.email } : { user: profileOf(row) };
+          const found = await profiles.get(body.userId);
+          if (found === null) throw authErrors.userNotFound(body.userId);
+          return body.includeEmail === true ? { user: found.profile, email: found.email } : { user: found.profile };
         },
       });
       await processor.start();
@@ -171,6 +177,7 @@ export function createAuthService(opts: AuthServiceOptions): AuthService {
     async stop() {
       await processor.stop();
       await Promise.all([usersRunner.stop(), notifications.stop(), mailRelay?.stop(), banExpiry.stop()]);
+      profiles.stop();
     },
     async ready() {
       try {

@@ -26,7 +26,11 @@ let dummy: Promise<string> | undefined;
  * not tell whether an email is registered.
  */
 export async function verifyNothing(password: string): Promise<false> {
-  dummy ??= hashPassword('obeyforum: no such account');
+  if (dummy === undefined) {
+    dummy = hashPassword('obeyforum: no such account');
+    // A failure must not stay cached: unknown emails would then answer differently from known ones.
+    dummy.catch(() => (dummy = undefined));
+  }
   await verifyPassword(await dummy, password);
   return false;
 }

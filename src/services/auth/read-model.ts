@@ -173,7 +173,21 @@ function fold(row: UserRow | undefined, event: UserEvent, position: number): Use
 }
 
 /** What other services may know of a user (no email, no password hash). */
-export function profileOf(row: UserRow): UserProfile {
+export function profileOf(
+  row: Pick<
+    UserRow,
+    | 'id'
+    | 'nickname'
+    | 'roles'
+    | 'ranks'
+    | 'permissions'
+    | 'banned'
+    | 'banned_until'
+    | 'tokens_valid_after'
+    | 'signed_up_at'
+    | 'revision'
+  >,
+): UserProfile {
   return {
     userId: row.id,
     nickname: row.nickname,
