@@ -46,71 +46,84 @@ export async function startTestSystem(opts: { adminEmails?: string[]; contentLim
     freshDatabase(),
     freshDatabase(),
   ]);
-  const nats = await connectNats({ url: natsServer.url, name: 'system-test' });
-  const redis = {
-    auth: new Redis(authRedisServer.url, { maxRetriesPerRequest: 3 }),
-    content: new Redis(contentRedisServer.url, { maxRetriesPerRequest: 3 }),
-  };
-  const runtime = (svc: string) =>
-    createServiceRuntime(nats, svc, testLog, { version: '0.0.0', description: `${svc} under test` });
-  const runtimes = { auth: await runtime('auth'), content: await runtime('content'), mailing: await runtime('mailing') };
-  const sender = createCommandSender(nats, { timeoutMs: 5_000 });
-  const common = { sender, jwtSecret: TEST_JWT_SECRET, commandTimeoutMs: 5_000, readYourWritesTimeoutMs: 3_000 };
-  const auth = createAuthService({
-    ...common,
-    runtime: runtimes.auth,
-    db: authDb.db,
-    redis: redis.auth,
-    publicUrl: 'http://forum.test',
-    adminEmails: opts.adminEmails ?? [],
-    banSweepMs: 200,
-    limits: { ...DEFAULT_LIMITS, signIn: { perIp: 10_000, perAccount: 1_000, windowSeconds: 60 } },
-  });
-  const content = createContentService({
-    ...common,
-    runtime: runtimes.content,
-    db: contentDb.db,
-    redis: redis.content,
-    limits: opts.contentLimits ?? { ...DEFAULT_CONTENT_LIMITS, postsPerMinute: 10_000, newAccountPostsPerMinute: 10_000 },
-  });
-  const mailing: MailingService = createMailingService({
-    runtime: runtimes.mailing,
-    smtpUrl: smtp.url,
-    mailFrom: 'ObeyForum <no-reply@forum.test>',
-    retryDelayMs: { initial: 100, max: 1_000 },
-  });
-  const app = buildApp({ log: testLog });
-  await app.register(async (scope) => auth.routes(scope), { prefix: '/api/auth' });
-  await app.register(async (scope) => content.routes(scope), { prefix: '/api/content' });
-  await app.ready();
-  await Promise.all([auth.start(), content.start(), mailing.start()]);
-  return {
-    app,
-    nats,
-    natsServer,
-    smtp,
-    redis,
-    databases: { auth: authDb, content: contentDb },
-    auth,
-    content,
-    runtimes,
-    async stop() {
-      await app.close();
-      await Promise.all([auth.stop(), content.stop(), mailing.stop()]);
-      for (const r of Object.values(runtimes)) await r.stop();
-      await nats.nc.drain();
-      redis.auth.disconnect();
-      redis.content.disconnect();
-      await Promise.all([
-        natsServer.stop(),
-        authRedisServer.stop(),
-        contentRedisServer.stop(),
-        smtp.close(),
-        authDb.drop(),
-        contentDb.drop(),
-      ]);
-    },
-  };
+  // A start that fails half way must not leave servers and databases behind.
+  try {
+    const nats = await connectNats({ url: natsServer.url, name: 'system-test' });
+    const redis = {
+      auth: new Redis(authRedisServer.url, { maxRetriesPerRequest: 3 }),
+      content: new Redis(contentRedisServer.url, { maxRetriesPerRequest: 3 }),
+    };
+    const runtime = (svc: string) =>
+      createServiceRuntime(nats, svc, testLog, { version: '0.0.0', description: `${svc} under test` });
+    const runtimes = { auth: await runtime('auth'), content: await runtime('content'), mailing: await runtime('mailing') };
+    const sender = createCommandSender(nats, { timeoutMs: 5_000 });
+    const common = { sender, jwtSecret: TEST_JWT_SECRET, commandTimeoutMs: 5_000, readYourWritesTimeoutMs: 3_000 };
+    const auth = createAuthService({
+      ...common,
+      runtime: runtimes.auth,
+      db: authDb.db,
+      redis: redis.auth,
+      publicUrl: 'http://forum.test',
+      adminEmails: opts.adminEmails ?? [],
+      banSweepMs: 200,
+      limits: { ...DEFAULT_LIMITS, signIn: { perIp: 10_000, perAccount: 1_000, windowSeconds: 60 } },
+    });
+    const content = createContentService({
+      ...common,
+      runtime: runtimes.content,
+      db: contentDb.db,
+      redis: redis.content,
+      limits: opts.contentLimits ?? { ...DEFAULT_CONTENT_LIMITS, postsPerMinute: 10_000, newAccountPostsPerMinute: 10_000 },
+    });
+    const mailing: MailingService = createMailingService({
+      runtime: runtimes.mailing,
+      smtpUrl: smtp.url,
+      mailFrom: 'ObeyForum <no-reply@forum.test>',
+      retryDelayMs: { initial: 100, max: 1_000 },
+    });
+    const app = buildApp({ log: testLog });
+    await app.register(async (scope) => auth.routes(scope), { prefix: '/api/auth' });
+    await app.register(async (scope) => content.routes(scope), { prefix: '/api/content' });
+    await app.ready();
+    await Promise.all([auth.start(), content.start(), mailing.start()]);
+    return {
+      app,
+      nats,
+      natsServer,
+      smtp,
+      redis,
+      databases: { auth: authDb, content: contentDb },
+      auth,
+      content,
+      runtimes,
+      async stop() {
+        await app.close();
+        await Promise.all([auth.stop(), content.stop(), mailing.stop()]);
+        for (const r of Object.values(runtimes)) await r.stop();
+        await nats.nc.drain();
+        redis.auth.disconnect();
+        redis.content.disconnect();
+        await Promise.all([
+          natsServer.stop(),
+          authRedisServer.stop(),
+          contentRedisServer.stop(),
+          smtp.close(),
+          authDb.drop(),
+          contentDb.drop(),
+        ]);
+      },
+    };
+  } catch (err) {
+    await Promise.allSettled([
+      natsServer.stop(),
+      authRedisServer.stop(),
+      contentRedisServer.stop(),
+      smtp.close(),
+      authDb.drop(),
+      contentDb.drop(),
+    ]);
+    throw err;
+  }
 }
 
 /** A signed-in user of a test system. */

@@ -39,55 +39,61 @@ export async function startAuthSystem(
     startSmtpServer(),
     freshDatabase(),
   ]);
-  const nats = await connectNats({ url: natsServer.url, name: 'auth-test' });
-  const redis = new Redis(redisServer.url, { maxRetriesPerRequest: 3 });
-  const authRuntime = await createServiceRuntime(nats, 'auth', testLog, { version: '0.0.0', description: 'auth under test' });
-  const mailingRuntime = await createServiceRuntime(nats, 'mailing', testLog, {
-    version: '0.0.0',
-    description: 'mailing under test',
-  });
-  const sender = createCommandSender(nats, { timeoutMs: 5_000 });
-  const auth = createAuthService({
-    runtime: authRuntime,
-    sender,
-    db: database.db,
-    redis,
-    jwtSecret: TEST_JWT_SECRET,
-    publicUrl: PUBLIC_URL,
-    adminEmails: opts.adminEmails ?? [],
-    commandTimeoutMs: 5_000,
-    readYourWritesTimeoutMs: 2_000,
-    banSweepMs: opts.banSweepMs ?? 200,
-    ...(opts.limits === undefined ? {} : { limits: opts.limits }),
-  });
-  const mailing: MailingService = createMailingService({
-    runtime: mailingRuntime,
-    smtpUrl: smtp.url,
-    mailFrom: 'ObeyForum <no-reply@forum.test>',
-    retryDelayMs: { initial: 100, max: 1_000 },
-  });
-  const app = buildApp({ log: testLog });
-  await app.register(async (scope) => auth.routes(scope), { prefix: '/api/auth' });
-  await app.ready();
-  await Promise.all([auth.start(), mailing.start()]);
-  return {
-    app,
-    nats,
-    natsServer,
-    redis,
-    smtp,
-    database,
-    auth,
-    async stop() {
-      await app.close();
-      await Promise.all([auth.stop(), mailing.stop()]);
-      await authRuntime.stop();
-      await mailingRuntime.stop();
-      await nats.nc.drain();
-      redis.disconnect();
-      await Promise.all([natsServer.stop(), redisServer.stop(), smtp.close(), database.drop()]);
-    },
-  };
+  // A start that fails half way must not leave servers and databases behind.
+  try {
+    const nats = await connectNats({ url: natsServer.url, name: 'auth-test' });
+    const redis = new Redis(redisServer.url, { maxRetriesPerRequest: 3 });
+    const authRuntime = await createServiceRuntime(nats, 'auth', testLog, { version: '0.0.0', description: 'auth under test' });
+    const mailingRuntime = await createServiceRuntime(nats, 'mailing', testLog, {
+      version: '0.0.0',
+      description: 'mailing under test',
+    });
+    const sender = createCommandSender(nats, { timeoutMs: 5_000 });
+    const auth = createAuthService({
+      runtime: authRuntime,
+      sender,
+      db: database.db,
+      redis,
+      jwtSecret: TEST_JWT_SECRET,
+      publicUrl: PUBLIC_URL,
+      adminEmails: opts.adminEmails ?? [],
+      commandTimeoutMs: 5_000,
+      readYourWritesTimeoutMs: 2_000,
+      banSweepMs: opts.banSweepMs ?? 200,
+      ...(opts.limits === undefined ? {} : { limits: opts.limits }),
+    });
+    const mailing: MailingService = createMailingService({
+      runtime: mailingRuntime,
+      smtpUrl: smtp.url,
+      mailFrom: 'ObeyForum <no-reply@forum.test>',
+      retryDelayMs: { initial: 100, max: 1_000 },
+    });
+    const app = buildApp({ log: testLog });
+    await app.register(async (scope) => auth.routes(scope), { prefix: '/api/auth' });
+    await app.ready();
+    await Promise.all([auth.start(), mailing.start()]);
+    return {
+      app,
+      nats,
+      natsServer,
+      redis,
+      smtp,
+      database,
+      auth,
+      async stop() {
+        await app.close();
+        await Promise.all([auth.stop(), mailing.stop()]);
+        await authRuntime.stop();
+        await mailingRuntime.stop();
+        await nats.nc.drain();
+        redis.disconnect();
+        await Promise.all([natsServer.stop(), redisServer.stop(), smtp.close(), database.drop()]);
+      },
+    };
+  } catch (err) {
+    await Promise.allSettled([natsServer.stop(), redisServer.stop(), smtp.close(), database.drop()]);
+    throw err;
+  }
 }
 
 /** The token in the link of the newest mail to `address` whose subject matches. */
