@@ -114,7 +114,7 @@ export function createAuthService(opts: AuthServiceOptions): AuthService {
   const banExpiry = createBanExpiry({ db, sender, leases, instanceId, everyMs: opts.banSweepMs ?? 5_000, log });
   const sessions = createSessions(redis, { ttlMs: opts.refreshTokenTtlMs ?? 30 * 24 * 3_600_000 });
   const limits = opts.limits ?? DEFAULT_LIMITS;
-  const profiles = createProfileCache({ db, nc: nats.nc, names, log });
+  const profiles = createProfileCache({ db, nats, names, log });
 
   return {
     async routes(app) {
@@ -141,7 +141,7 @@ export function createAuthService(opts: AuthServiceOptions): AuthService {
       await projection.setup();
       // The decoy hash for sign-ins of unknown emails, made now so that no sign-in pays for it.
       await verifyNothing('warm-up');
-      profiles.start();
+      await profiles.start();
       const checkpoints = await openBucket(nats, `${names.service.toUpperCase()}_CHECKPOINTS`, {
         description: `${names.service}: checkpoints of relays that send commands to other services (the position of the last event relayed).`,
       });
@@ -177,7 +177,7 @@ export function createAuthService(opts: AuthServiceOptions): AuthService {
     async stop() {
       await processor.stop();
       await Promise.all([usersRunner.stop(), notifications.stop(), mailRelay?.stop(), banExpiry.stop()]);
-      profiles.stop();
+      await profiles.stop();
     },
     async ready() {
       try {

@@ -1,8 +1,9 @@
+import { DeliverPolicy, type ConsumerMessages } from '@nats-io/jetstream';
 import type { Kysely } from 'kysely';
-import type { NatsConnection, Subscription } from '@nats-io/nats-core';
 import type { Logger } from 'pino';
 import type { UserProfile } from '../../../schemas/auth.js';
 import { LruCache } from '../../eventstore/lru.js';
+import type { Nats } from '../../eventstore/nats.js';
 import type { ServiceNames } from '../../eventstore/streams.js';
 import { profileOf, type AuthReadDb } from './read-model.js';
 
@@ -14,45 +15,43 @@ export interface CachedUser {
 
 export interface ProfileCache {
   get(userId: string): Promise<CachedUser | null>;
-  start(): void;
-  stop(): void;
+  start(): Promise<void>;
+  stop(): Promise<void>;
 }
 
 /**
  * Users as other services ask for them, kept in memory by each auth instance: a Postgres lookup
- * per request costs about five times a NATS round trip (bench:auth). Every instance listens to
- * the user events as they are published (a core subscription on `auth.events.user.*`) and
- * forgets a user at each of its events; a lookup that an event overtakes is not kept (a
- * generation per user), so a stale profile never stays. Losing the connection, or falling
- * behind, forgets everything; and entries live `ttlMs` at most, whatever happens.
+ * per request costs about five times a NATS round trip (bench:auth).
+ *
+ * Every instance follows the user events as they are appended (an ordered consumer from "new"
+ * on `auth.events.user.*`) and remembers the newest position of each user it saw. A cached
+ * profile is used only while it is at least that new; a row read from the read model is kept only
+ * when it is (the read model may lag behind the event that just came). Until the consumer runs,
+ * and after it stops, nothing is kept; entries also live `ttlMs` at most.
  */
 export function createProfileCache(opts: {
   db: Kysely<AuthReadDb>;
-  nc: NatsConnection;
+  nats: Nats;
   names: ServiceNames;
   log: Logger;
   capacity?: number;
   ttlMs?: number;
 }): ProfileCache {
   const ttl = opts.ttlMs ?? 60_000;
-  const cache = new LruCache<string, { user: CachedUser; at: number }>(opts.capacity ?? 50_000);
-  const generations = new Map<string, number>();
-  let epoch = 0;
-  let sub: Subscription | undefined;
-  let statusLoop: Promise<void> | undefined;
+  const capacity = opts.capacity ?? 50_000;
+  const cache = new LruCache<string, { user: CachedUser; at: number }>(capacity);
+  const latest = new LruCache<string, number>(capacity * 2);
   const prefix = `${opts.names.service}.events.user.`;
+  let following = false;
+  let iter: ConsumerMessages | undefined;
+  let loop: Promise<void> | undefined;
 
-  const forgetAll = () => {
-    epoch++;
-    generations.clear();
-    cache.clear();
-  };
+  const current = (userId: string, revision: number) => following && revision >= (latest.get(userId) ?? 0);
 
   return {
     async get(userId) {
       const hit = cache.get(userId);
-      if (hit !== undefined && Date.now() - hit.at < ttl) return hit.user;
-      const seen = { epoch, generation: generations.get(userId) ?? 0 };
+      if (hit !== undefined && Date.now() - hit.at < ttl && current(userId, hit.user.profile.revision)) return hit.user;
       const row = await opts.db
         .selectFrom('users')
         .select([
@@ -72,35 +71,35 @@ export function createProfileCache(opts: {
         .executeTakeFirst();
       if (row === undefined) return null;
       const user = { profile: profileOf(row), email: row.email };
-      if (seen.epoch === epoch && seen.generation === (generations.get(userId) ?? 0)) cache.set(userId, { user, at: Date.now() });
+      if (current(userId, user.profile.revision)) cache.set(userId, { user, at: Date.now() });
+      else cache.delete(userId);
       return user;
     },
-    start() {
-      sub = opts.nc.subscribe(`${prefix}*`, {
-        callback: (err, msg) => {
-          if (err !== null) {
-            forgetAll();
-            return;
-          }
-          const userId = msg.subject.slice(prefix.length);
-          generations.set(userId, (generations.get(userId) ?? 0) + 1);
-          cache.delete(userId);
-        },
+    async start() {
+      const consumer = await opts.nats.js.consumers.get(opts.names.eventsStream, {
+        filter_subjects: `${prefix}*`,
+        deliver_policy: DeliverPolicy.New,
       });
-      statusLoop = (async () => {
-        for await (const s of opts.nc.status()) {
-          // Events published while disconnected, or dropped as a slow consumer, were not seen.
-          if (s.type === 'disconnect' || s.type === 'reconnect' || s.type === 'slowConsumer') {
-            opts.log.debug({ status: s.type }, 'profile cache cleared');
-            forgetAll();
-          }
+      iter = await consumer.consume();
+      following = true;
+      loop = (async () => {
+        for await (const m of iter!) {
+          const userId = m.subject.slice(prefix.length);
+          latest.set(userId, Math.max(latest.get(userId) ?? 0, m.seq));
+          cache.delete(userId);
         }
-      })().catch(() => undefined);
+      })()
+        .catch((err: unknown) => opts.log.warn({ err }, 'profile cache stopped following user events'))
+        .finally(() => {
+          following = false;
+          cache.clear();
+        });
     },
-    stop() {
-      sub?.unsubscribe();
-      forgetAll();
-      void statusLoop;
+    async stop() {
+      following = false;
+      iter?.stop();
+      await loop;
+      cache.clear();
     },
   };
 }

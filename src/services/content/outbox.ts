@@ -76,5 +76,12 @@ export function notificationsOf(stored: StoredEvent): Notification[] {
 /** The start of a post as one line of plain text. */
 export function excerptOf(body: string, max = 200): string {
   const line = body.replace(/\s+/g, ' ').trim();
-  return line.length <= max ? line : `${line.slice(0, max - 1)}…`;
+  if (line.length <= max) return line;
+  // Cut between characters (code points), never inside one: an emoji is two UTF-16 units.
+  let cut = '';
+  for (const ch of line) {
+    if (cut.length + ch.length > max - 1) break;
+    cut += ch;
+  }
+  return `${cut}…`;
 }
