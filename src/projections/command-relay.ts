@@ -30,9 +30,14 @@ export interface CommandRelayOptions {
   readonly description: string;
   /** Where the relay keeps its checkpoint (a KV bucket of the reading service). */
   readonly checkpoints: KV;
+  /** The stream read: the service's own events stream unless given (e.g. another's notifications). */
+  readonly stream?: string;
   readonly events: readonly MessageDefinition<TSchema>[];
-  /** The commands an event gives, in order. */
-  toCommands(event: StoredEvent): readonly RelayedCommand[];
+  /**
+   * The commands a message gives, in order. It may look things up (a failure is retried as an
+   * outage); an InvalidMessageError parks the message.
+   */
+  toCommands(event: StoredEvent): readonly RelayedCommand[] | Promise<readonly RelayedCommand[]>;
   /** Events older than this are passed over (an email about a long-gone moment helps nobody). */
   readonly maxAgeMs?: number;
 }
@@ -53,7 +58,7 @@ export function createCommandRelay(opts: CommandRelayOptions): ProjectionRunner 
     leases: opts.leases,
     instanceId: opts.instanceId,
     log: opts.log,
-    source: { name: opts.name, description: opts.description, stream: names.eventsStream, events: opts.events },
+    source: { name: opts.name, description: opts.description, stream: opts.stream ?? names.eventsStream, events: opts.events },
     target: {
       watchCheckpoint: false,
       // A send that fails is an outage of the target stream, retried until it passes; only a
@@ -69,14 +74,14 @@ export function createCommandRelay(opts: CommandRelayOptions): ProjectionRunner 
             opts.log.warn({ position: e.position, type: e.type }, 'event too old to relay, passed over');
             continue;
           }
-          const commands = opts.toCommands(e);
+          const commands = await opts.toCommands(e);
           for (const [i, c] of commands.entries()) {
             const def = c.definition;
             if (def.subject === undefined) throw new Error(`${def.type} has no subject`);
             if (!def.validator.check(c.data)) {
               throw new InvalidMessageError(`relay made an invalid ${def.type} from ${e.type}`, def.validator.issues(c.data));
             }
-            const source = `${names.eventsStream}:${e.position}`;
+            const source = `${opts.stream ?? names.eventsStream}:${e.position}`;
             const commandId = uuidv5(`${source}:${i}`, '9a3e1c52-1f0e-4c55-8d0b-1d8f1f0c7a11');
             const target = serviceNames(def.subject.split('.')[0] ?? '');
             await nats.js.publish(def.subject, JSON.stringify(c.data), {

@@ -14,6 +14,7 @@ import {
   type ContentService,
 } from '../services/content/index.js';
 import { createMailingService, type MailingService } from '../services/mailing/index.js';
+import { createAlertsService, type AlertsService } from '../services/alerts/index.js';
 import { startNatsServer, startRedisServer, type TestServer } from './servers.js';
 import { startSmtpServer, type TestSmtpServer } from './smtp.js';
 
@@ -21,7 +22,7 @@ export const TEST_JWT_SECRET = 'system-tests-secret-0123456789abcdef0123456789';
 
 /**
  * The forum as it runs, for a test file: a nats-server, a Redis per service and a database per
- * service of the file's own, a real SMTP server, and auth, content and mailing in this process
+ * service of the file's own, a real SMTP server, and auth, content, alerts and mailing in this process
  * behind one fastify app (use `inject`), as `node dist/src/main.js` composes them.
  */
 export interface TestSystem {
@@ -29,17 +30,19 @@ export interface TestSystem {
   readonly nats: Nats;
   readonly natsServer: TestServer;
   readonly smtp: TestSmtpServer;
-  readonly redis: { readonly auth: Redis; readonly content: Redis };
+  readonly redis: { readonly auth: Redis; readonly content: Redis; readonly alerts: Redis };
   readonly databases: { readonly auth: TestDatabase; readonly content: TestDatabase };
   readonly auth: AuthService;
   readonly content: ContentService;
-  readonly runtimes: Readonly<Record<'auth' | 'content' | 'mailing', ServiceRuntime>>;
+  readonly alerts: AlertsService;
+  readonly runtimes: Readonly<Record<'auth' | 'content' | 'alerts' | 'mailing', ServiceRuntime>>;
   stop(): Promise<void>;
 }
 
 export async function startTestSystem(opts: { adminEmails?: string[]; contentLimits?: ContentLimits } = {}): Promise<TestSystem> {
-  const [natsServer, authRedisServer, contentRedisServer, smtp, authDb, contentDb] = await Promise.all([
+  const [natsServer, authRedisServer, contentRedisServer, alertsRedisServer, smtp, authDb, contentDb] = await Promise.all([
     startNatsServer(),
+    startRedisServer(),
     startRedisServer(),
     startRedisServer(),
     startSmtpServer(),
@@ -52,10 +55,16 @@ export async function startTestSystem(opts: { adminEmails?: string[]; contentLim
     const redis = {
       auth: new Redis(authRedisServer.url, { maxRetriesPerRequest: 3 }),
       content: new Redis(contentRedisServer.url, { maxRetriesPerRequest: 3 }),
+      alerts: new Redis(alertsRedisServer.url, { maxRetriesPerRequest: 3 }),
     };
     const runtime = (svc: string) =>
       createServiceRuntime(nats, svc, testLog, { version: '0.0.0', description: `${svc} under test` });
-    const runtimes = { auth: await runtime('auth'), content: await runtime('content'), mailing: await runtime('mailing') };
+    const runtimes = {
+      auth: await runtime('auth'),
+      content: await runtime('content'),
+      alerts: await runtime('alerts'),
+      mailing: await runtime('mailing'),
+    };
     const sender = createCommandSender(nats, { timeoutMs: 5_000 });
     const common = { sender, jwtSecret: TEST_JWT_SECRET, commandTimeoutMs: 5_000, readYourWritesTimeoutMs: 3_000 };
     const auth = createAuthService({
@@ -75,6 +84,12 @@ export async function startTestSystem(opts: { adminEmails?: string[]; contentLim
       redis: redis.content,
       limits: opts.contentLimits ?? { ...DEFAULT_CONTENT_LIMITS, postsPerMinute: 10_000, newAccountPostsPerMinute: 10_000 },
     });
+    const alerts = createAlertsService({
+      ...common,
+      runtime: runtimes.alerts,
+      redis: redis.alerts,
+      publicUrl: 'http://forum.test',
+    });
     const mailing: MailingService = createMailingService({
       runtime: runtimes.mailing,
       smtpUrl: smtp.url,
@@ -84,8 +99,9 @@ export async function startTestSystem(opts: { adminEmails?: string[]; contentLim
     const app = buildApp({ log: testLog });
     await app.register(async (scope) => auth.routes(scope), { prefix: '/api/auth' });
     await app.register(async (scope) => content.routes(scope), { prefix: '/api/content' });
+    await app.register(async (scope) => alerts.routes(scope), { prefix: '/api/alerts' });
     await app.ready();
-    await Promise.all([auth.start(), content.start(), mailing.start()]);
+    await Promise.all([auth.start(), content.start(), alerts.start(), mailing.start()]);
     return {
       app,
       nats,
@@ -95,18 +111,21 @@ export async function startTestSystem(opts: { adminEmails?: string[]; contentLim
       databases: { auth: authDb, content: contentDb },
       auth,
       content,
+      alerts,
       runtimes,
       async stop() {
         await app.close();
-        await Promise.all([auth.stop(), content.stop(), mailing.stop()]);
+        await Promise.all([auth.stop(), content.stop(), alerts.stop(), mailing.stop()]);
         for (const r of Object.values(runtimes)) await r.stop();
         await nats.nc.drain();
         redis.auth.disconnect();
         redis.content.disconnect();
+        redis.alerts.disconnect();
         await Promise.all([
           natsServer.stop(),
           authRedisServer.stop(),
           contentRedisServer.stop(),
+          alertsRedisServer.stop(),
           smtp.close(),
           authDb.drop(),
           contentDb.drop(),

@@ -1,0 +1,205 @@
+import type { FastifyInstance } from 'fastify';
+import type { Redis } from 'ioredis';
+import { v4 as uuidv4 } from 'uuid';
+import {
+  AuthGetUserByIdRequest,
+  AuthGetUserByIdResponse,
+  AuthUserBannedNotification,
+  AuthUserChangedNotification,
+  type UserProfile,
+} from '../../../schemas/auth.js';
+import {
+  ContentPostRepliedNotification,
+  ContentThreadLockedNotification,
+  ContentThreadRepliedNotification,
+} from '../../../schemas/content.js';
+import { openBucket } from '../../eventstore/buckets.js';
+import { createCommandProcessor, type CommandSender } from '../../eventstore/commands.js';
+import { RemoteError } from '../../eventstore/errors.js';
+import { createAggregateRepository } from '../../eventstore/repository.js';
+import { request } from '../../eventstore/requests.js';
+import type { ServiceRuntime } from '../../eventstore/service-runtime.js';
+import { serviceNames } from '../../eventstore/streams.js';
+import { createCommandRelay } from '../../projections/command-relay.js';
+import { createRedisProjection } from '../../projections/redis.js';
+import { createReplicaCache } from '../../projections/replicas.js';
+import { createProjectionRunner, type ProjectionRunner } from '../../projections/runner.js';
+import { alertAggregate } from './alert.js';
+import { alertsCommandHandlers } from './commands.js';
+import { emailsOf } from './emails.js';
+import { ALERTS_EVENTS } from './events.js';
+import { createAlertIntake } from './intake.js';
+import { createAlertQueries, inboxProjection } from './read-model.js';
+import { alertsRoutes } from './routes.js';
+
+export interface AlertsServiceOptions {
+  readonly runtime: ServiceRuntime;
+  readonly sender: CommandSender;
+  /** Alerts' own Redis: the alerts (a projection), user replicas. */
+  readonly redis: Redis;
+  readonly jwtSecret: string;
+  readonly publicUrl: string;
+  readonly commandTimeoutMs: number;
+  readonly readYourWritesTimeoutMs: number;
+  readonly userRequestTimeoutMs?: number;
+}
+
+export interface AlertsService {
+  /** Registers the HTTP API; mount it under `/api/alerts`. */
+  routes(app: FastifyInstance): Promise<void>;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  ready(): Promise<boolean>;
+}
+
+/**
+ * The alerts service: notifications of content and auth become alerts (events in ALERTS_EVENTS,
+ * projected into Redis), read through an API; important ones also go out by email.
+ */
+export function createAlertsService(opts: AlertsServiceOptions): AlertsService {
+  const { runtime, sender, redis } = opts;
+  const { nats, names, store, snapshots, leases, instanceId, log } = runtime;
+  const timeoutMs = opts.userRequestTimeoutMs ?? 2_000;
+  const askAuth = async (userId: string, includeEmail: boolean) => {
+    try {
+      return await request(
+        nats.nc,
+        { request: AuthGetUserByIdRequest, response: AuthGetUserByIdResponse },
+        includeEmail ? { userId, includeEmail } : { userId },
+        { trace: { correlationId: uuidv4() }, timeoutMs },
+      );
+    } catch (err) {
+      if (err instanceof RemoteError && err.status === 404) return null;
+      throw err;
+    }
+  };
+  const users = createReplicaCache<UserProfile>({
+    nats,
+    names,
+    leases,
+    instanceId,
+    log,
+    redis,
+    name: 'alerts-users',
+    description:
+      "alerts: replicas of auth's users (nickname; ban and tokens-valid-after to refuse ended sessions) in alerts' Redis.",
+    stream: serviceNames('auth').notificationsStream,
+    events: [AuthUserChangedNotification, AuthUserBannedNotification],
+    fromNotification: (e) => {
+      const user = (e.data as { user: UserProfile }).user;
+      return { id: user.userId, revision: user.revision, value: user };
+    },
+    async fetch(userId) {
+      const r = await askAuth(userId, false);
+      return r === null ? null : { id: userId, revision: r.user.revision, value: r.user };
+    },
+  });
+  const alerts = createAggregateRepository({ store, aggregate: alertAggregate, log });
+  const processor = createCommandProcessor({
+    nats,
+    names,
+    store,
+    results: runtime.results,
+    snapshots,
+    log,
+    handlers: alertsCommandHandlers,
+  });
+  const inbox = createRedisProjection(inboxProjection, redis);
+  const inboxRunner = createProjectionRunner({
+    nats,
+    names,
+    leases,
+    instanceId,
+    log,
+    target: inbox,
+    source: {
+      name: 'alerts-inbox',
+      description: "alerts: the alerts in alerts' Redis (lists, unread sets, read states), from ALERTS_EVENTS.",
+      stream: names.eventsStream,
+      events: ALERTS_EVENTS,
+    },
+  });
+  const runners: ProjectionRunner[] = [];
+
+  return {
+    async routes(app) {
+      await alertsRoutes(app, {
+        sender,
+        queries: createAlertQueries(redis),
+        users,
+        async nicknames(ids) {
+          const found = await users.getMany(ids);
+          return new Map([...found].map(([id, u]) => [id, u.nickname]));
+        },
+        waitForAlerts: (position, ms) => inboxRunner.waitForPosition(position, ms),
+        jwtSecret: opts.jwtSecret,
+        commandTimeoutMs: opts.commandTimeoutMs,
+        readYourWritesTimeoutMs: opts.readYourWritesTimeoutMs,
+      });
+    },
+    async start() {
+      const checkpoints = await openBucket(nats, `${names.service.toUpperCase()}_CHECKPOINTS`, {
+        description: `${names.service}: checkpoints of the consumers that raise alerts from notifications and send their emails.`,
+      });
+      const intake = (name: string, stream: string, events: Parameters<typeof createAlertIntake>[0]['events']) =>
+        createAlertIntake({
+          nats,
+          names,
+          leases,
+          instanceId,
+          log,
+          name,
+          stream,
+          events,
+          checkpoints,
+          alerts,
+          // A user's first alert fetches their replica (for their nickname).
+          recipient: (userId) => users.get(userId),
+        });
+      runners.push(
+        intake('alerts-from-content', serviceNames('content').notificationsStream, [
+          ContentThreadRepliedNotification,
+          ContentPostRepliedNotification,
+          ContentThreadLockedNotification,
+        ]),
+        intake('alerts-from-auth', serviceNames('auth').notificationsStream, [AuthUserBannedNotification]),
+        createCommandRelay({
+          nats,
+          names,
+          leases,
+          instanceId,
+          log,
+          name: 'alerts-emails',
+          description: 'alerts: sends MailingSendEmailCommand for important alerts (a ban, a locked thread).',
+          checkpoints,
+          events: ALERTS_EVENTS,
+          toCommands: (e) =>
+            emailsOf(e, {
+              publicUrl: opts.publicUrl,
+              async addressee(userId) {
+                const r = await askAuth(userId, true);
+                return r === null || r.email === undefined ? null : { email: r.email, nickname: r.user.nickname };
+              },
+            }),
+        }),
+        inboxRunner,
+        users.runner,
+      );
+      await processor.start();
+      for (const r of runners) r.start();
+    },
+    async stop() {
+      await processor.stop();
+      await Promise.all(runners.map((r) => r.stop()));
+      await Promise.all([inbox.close(), users.projection.close()]);
+    },
+    async ready() {
+      try {
+        await redis.ping();
+        return true;
+      } catch {
+        return false;
+      }
+    },
+  };
+}

@@ -1,0 +1,122 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { Type, type Static } from 'typebox';
+import type { UserProfile } from '../../../schemas/auth.js';
+import { commandIdFromIdempotencyKey, type CommandSender } from '../../eventstore/commands.js';
+import { DomainError } from '../../eventstore/errors.js';
+import { awaitReadModel, correlationIdOf, PositionHeader } from '../../http/app.js';
+import { registerBearer } from '../../http/bearer.js';
+import { callerOf, type UserSource } from '../../http/caller.js';
+import { MarkAlertRead, MarkAllAlertsRead } from './commands.js';
+import type { createAlertQueries } from './read-model.js';
+
+export interface AlertsRoutesDeps {
+  readonly sender: CommandSender;
+  readonly queries: ReturnType<typeof createAlertQueries>;
+  /** Who the caller is (auth's answer on first sight; content-free: alerts keeps no permissions). */
+  readonly users: UserSource;
+  /** Actors' current nicknames, from alerts' replicas. */
+  nicknames(ids: readonly string[]): Promise<Map<string, string>>;
+  waitForAlerts(position: number, timeoutMs: number): Promise<boolean>;
+  readonly jwtSecret: string;
+  readonly commandTimeoutMs: number;
+  readonly readYourWritesTimeoutMs: number;
+}
+
+const object = <P extends Parameters<typeof Type.Object>[0]>(properties: P) =>
+  Type.Object(properties, { additionalProperties: false });
+const ListQuery = object({
+  unread: Type.Optional(Type.Boolean()),
+  cursor: Type.Optional(Type.String({ pattern: '^[0-9]{1,15}$' })),
+  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100 })),
+});
+
+/** Alerts' HTTP API (DESIGN.md §4), to be registered under `/api/alerts`. A user sees only their own alerts. */
+export async function alertsRoutes(app: FastifyInstance, deps: AlertsRoutesDeps): Promise<void> {
+  await registerBearer(app, deps.jwtSecret);
+  const caller = async (request: FastifyRequest): Promise<UserProfile> => (await callerOf(request, deps.users)).user;
+  const fresh = (request: FastifyRequest, reply: FastifyReply) =>
+    awaitReadModel(request, reply, deps.waitForAlerts, deps.readYourWritesTimeoutMs);
+
+  app.get('/', { schema: { querystring: ListQuery } }, async (request, reply) => {
+    const user = await caller(request);
+    await fresh(request, reply);
+    const q = request.query as Static<typeof ListQuery>;
+    const page = await deps.queries.list(user.userId, {
+      unread: q.unread === true,
+      limit: q.limit ?? 20,
+      before: q.cursor === undefined ? undefined : Number(q.cursor),
+    });
+    const actors = page.items.flatMap((a) => ('actor' in a.content ? [a.content.actor.userId] : []));
+    const nicknames = await deps.nicknames(actors);
+    return {
+      items: page.items.map((a) =>
+        'actor' in a.content
+          ? {
+              ...a,
+              content: {
+                ...a.content,
+                actor: { ...a.content.actor, nickname: nicknames.get(a.content.actor.userId) ?? a.content.actor.nickname },
+              },
+            }
+          : a,
+      ),
+      nextCursor: page.next === null ? null : String(page.next),
+    };
+  });
+
+  app.get('/unread-count', async (request, reply) => {
+    const user = await caller(request);
+    await fresh(request, reply);
+    return { unread: await deps.queries.unreadCount(user.userId) };
+  });
+
+  const send = async (
+    request: FastifyRequest,
+    reply: FastifyReply,
+    user: UserProfile,
+    run: () => ReturnType<CommandSender['send']>,
+  ) => {
+    const outcome = await run();
+    if (outcome.status === 'rejected')
+      throw new DomainError(outcome.error.code, outcome.error.kind, outcome.error.message, outcome.error.details);
+    if (outcome.status === 'pending') {
+      const statusUrl = `/api/alerts/commands/${outcome.commandId}`;
+      return reply.code(202).header('location', statusUrl).send({ commandId: outcome.commandId, status: 'pending', statusUrl });
+    }
+    if (outcome.position !== null) void reply.header(PositionHeader, String(outcome.position));
+    void user;
+    return { commandId: outcome.commandId, position: outcome.position, changed: outcome.position !== null };
+  };
+  const options = (request: FastifyRequest, scope: string) => {
+    const key = request.headers['idempotency-key'];
+    const traceparent = request.headers.traceparent;
+    return {
+      commandId: typeof key === 'string' && key !== '' ? commandIdFromIdempotencyKey(key, scope) : undefined,
+      trace: { correlationId: correlationIdOf(request), traceparent: typeof traceparent === 'string' ? traceparent : undefined },
+      timeoutMs: deps.commandTimeoutMs,
+    };
+  };
+
+  app.post('/:id/read', { schema: { params: object({ id: Type.String({ format: 'uuid' }) }) } }, async (request, reply) => {
+    const user = await caller(request);
+    const { id } = request.params as { id: string };
+    return send(request, reply, user, () =>
+      deps.sender.send(MarkAlertRead, { alertId: id, userId: user.userId }, options(request, `read:${user.userId}`)),
+    );
+  });
+  app.post('/read-all', async (request, reply) => {
+    const user = await caller(request);
+    return send(request, reply, user, () =>
+      deps.sender.send(MarkAllAlertsRead, { userId: user.userId }, options(request, `read-all:${user.userId}`)),
+    );
+  });
+  app.get(
+    '/commands/:commandId',
+    { schema: { params: object({ commandId: Type.String({ format: 'uuid' }) }) } },
+    async (request) => {
+      await caller(request);
+      const { commandId } = request.params as { commandId: string };
+      return (await deps.sender.result('alerts', commandId)) ?? { commandId, status: 'pending' };
+    },
+  );
+}
