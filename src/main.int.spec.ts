@@ -43,6 +43,7 @@ function startMain(args: string[]): { child: ChildProcess; port: Promise<number>
       CONTENT_DATABASE_URL: urlOf(contentDatabase),
       AUTH_REDIS_URL: redis.url.replace(/\/0$/, '/1'),
       CONTENT_REDIS_URL: redis.url.replace(/\/0$/, '/2'),
+      ALERTS_REDIS_URL: redis.url.replace(/\/0$/, '/3'),
       SMTP_URL: smtp.url,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -69,13 +70,16 @@ describe('the composition root (npm start)', () => {
     for (const c of children.splice(0)) if (c.exitCode === null) c.kill('SIGKILL');
   });
 
-  it('runs the named services, answers health and the NATS service protocol, and stops cleanly on SIGTERM', async () => {
-    const main = startMain(['auth', 'content', 'mailing']);
+  it('runs every service by default, answers health and the NATS service protocol, and stops cleanly on SIGTERM', async () => {
+    const main = startMain([]);
     children.push(main.child);
     const port = await main.port;
     const ready = await fetch(`http://127.0.0.1:${port}/health/ready`);
     expect(ready.status).toBe(200);
-    expect(await ready.json()).toMatchObject({ status: 'ok', checks: { nats: 'ok', auth: 'ok', content: 'ok', mailing: 'ok' } });
+    expect(await ready.json()).toMatchObject({
+      status: 'ok',
+      checks: { nats: 'ok', auth: 'ok', content: 'ok', alerts: 'ok', mailing: 'ok' },
+    });
     const categories = await fetch(`http://127.0.0.1:${port}/api/content/categories`);
     expect(await categories.json()).toEqual({ items: [], nextCursor: null });
     expect((await fetch(`http://127.0.0.1:${port}/health/live`)).status).toBe(200);

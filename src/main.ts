@@ -13,6 +13,7 @@ import { createCommandSender } from './eventstore/commands.js';
 import { createAuthService } from './services/auth/index.js';
 import { createMailingService } from './services/mailing/index.js';
 import { createContentService } from './services/content/index.js';
+import { createAlertsService } from './services/alerts/index.js';
 
 const SERVICES = ['auth', 'content', 'alerts', 'mailing'] as const;
 const DESCRIPTIONS: Record<(typeof SERVICES)[number], string> = {
@@ -37,8 +38,7 @@ type ServiceName = (typeof SERVICES)[number];
  * The composition root: `node dist/src/main.js [service…]` runs the named services (all of
  * them by default) in one process behind one HTTP listener, and stops them gracefully on
  * SIGTERM/SIGINT: it stops taking requests, stops each service (which finishes the commands and
- * batches in flight), then drains NATS. Alerts runs its platform only (streams, buckets,
- * health) until it lands.
+ * batches in flight), then drains NATS.
  */
 async function main(): Promise<void> {
   const config = loadConfig();
@@ -119,6 +119,22 @@ async function main(): Promise<void> {
     await app.register(async (scope) => content.routes(scope), { prefix: '/api/content' });
     await content.start();
     running.push({ name: 'content', stop: () => content.stop(), ready: () => content.ready() });
+  }
+  if (services.includes('alerts')) {
+    const redis = new Redis(config.alerts.redisUrl, { maxRetriesPerRequest: 3 });
+    closers.push(() => redis.quit());
+    const alerts = createAlertsService({
+      runtime: runtimeOf('alerts'),
+      sender,
+      redis,
+      jwtSecret: config.jwtSecret,
+      publicUrl: config.publicUrl,
+      commandTimeoutMs: config.commandTimeoutMs,
+      readYourWritesTimeoutMs: config.readYourWritesTimeoutMs,
+    });
+    await app.register(async (scope) => alerts.routes(scope), { prefix: '/api/alerts' });
+    await alerts.start();
+    running.push({ name: 'alerts', stop: () => alerts.stop(), ready: () => alerts.ready() });
   }
   if (services.includes('mailing')) {
     const mailing = createMailingService({
