@@ -19,15 +19,26 @@ export interface NatsOptions {
 }
 
 /**
+ * Where replies to a user's requests arrive (JetStream API answers, pulled messages, request
+ * replies): `_INBOX_<user>`, so nats.conf can let each user subscribe to its own inboxes only and
+ * no service reads what another receives. Without a user, the default `_INBOX`.
+ */
+export function inboxPrefixOf(user: string | undefined): string | undefined {
+  return user === undefined || user === '' ? undefined : `_INBOX_${user.replace(/[^A-Za-z0-9_-]/g, '_')}`;
+}
+
+/**
  * Connects with endless reconnects: a service outlives a NATS restart, and in-flight work
  * resumes from its durable consumers once the server is back.
  */
 export async function connectNats(opts: NatsOptions): Promise<Nats> {
+  const inboxPrefix = inboxPrefixOf(opts.user);
   const nc = await connect({
     servers: opts.url.split(','),
     name: opts.name,
     user: opts.user,
     pass: opts.password,
+    ...(inboxPrefix === undefined ? {} : { inboxPrefix }),
     maxReconnectAttempts: -1,
     reconnectTimeWait: 500,
     // Capturing a stack for every request and publish costs about half the client's CPU at high
