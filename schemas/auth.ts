@@ -14,6 +14,7 @@ export const PERMISSIONS = [
   'content.thread.pin',
   'content.category.manage',
   'auth.users.read',
+  'auth.users.email',
   'auth.users.ban',
   'auth.roles.manage',
   'auth.permissions.manage',

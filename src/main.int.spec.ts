@@ -83,6 +83,15 @@ describe('the composition root (npm start)', () => {
     const categories = await fetch(`http://127.0.0.1:${port}/api/content/categories`);
     expect(await categories.json()).toEqual({ items: [], nextCursor: null });
     expect((await fetch(`http://127.0.0.1:${port}/health/live`)).status).toBe(200);
+    // The OpenAPI document covers the health routes too (src/http/openapi.int.spec.ts checks the services' routes).
+    const openapi = (await (await fetch(`http://127.0.0.1:${port}/api/docs/json`)).json()) as {
+      paths: Record<string, Record<string, { summary?: string; tags?: string[] }>>;
+    };
+    for (const path of ['/health/live', '/health/ready', '/api/auth/sign-up', '/api/content/categories', '/api/alerts']) {
+      const op = Object.values(openapi.paths[path] ?? {})[0];
+      expect(op?.summary, path).toBeTruthy();
+    }
+    expect(openapi.paths['/health/ready']?.get?.tags).toEqual(['health']);
 
     // Auth answers over HTTP, and its verification email goes out through mailing.
     const email = `main-${Date.now()}@forum.test`;

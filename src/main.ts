@@ -6,6 +6,8 @@ import { createLogger } from './log.js';
 import { connectNats } from './eventstore/nats.js';
 import { createServiceRuntime, type ServiceRuntime } from './eventstore/service-runtime.js';
 import { buildApp } from './http/app.js';
+import { describeRoute, openObject } from './http/openapi.js';
+import { Type } from 'typebox';
 import { Redis } from 'ioredis';
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
@@ -72,7 +74,7 @@ async function main(): Promise<void> {
   }
   const running: Running[] = [];
   const closers: (() => Promise<unknown>)[] = [];
-  const app = buildApp({ log, trustProxy: config.trustProxy });
+  const app = buildApp({ log, trustProxy: config.trustProxy, openapi: true });
 
   if (services.includes('auth')) {
     const db = new Kysely<any>({
@@ -147,8 +149,27 @@ async function main(): Promise<void> {
     running.push({ name: 'mailing', stop: () => mailing.stop(), ready: () => mailing.ready() });
   }
 
-  app.get('/health/live', async () => ({ status: 'ok' }));
-  app.get('/health/ready', async (_request, reply) => {
+  const Health = openObject({
+    status: Type.String({ enum: ['ok', 'unavailable'] }),
+    checks: Type.Record(Type.String(), Type.String(), { description: "Each dependency's answer: `ok`, or `error`'s reason" }),
+  });
+  app.get(
+    '/health/live',
+    {
+      schema: describeRoute('health', {
+        summary: 'Liveness: the process answers',
+        ok: { 200: openObject({ status: Type.String({ enum: ['ok'] }) }, 'Alive') },
+      }),
+    },
+    async () => ({ status: 'ok' }),
+  );
+  const ready = describeRoute('health', {
+    summary: "Readiness: NATS, the services' streams, databases, caches and consumers answer",
+    ok: { 200: { ...Health, description: 'Ready' } },
+  });
+  // Not ready is answered as JSON with the checks, not as a problem.
+  ready.response['503'] = { ...Health, description: 'Not ready: `checks` says what failed' };
+  app.get('/health/ready', { schema: ready }, async (_request, reply) => {
     const checks: Record<string, string> = {};
     try {
       await nats.nc.rtt();

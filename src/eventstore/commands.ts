@@ -56,10 +56,23 @@ export interface CommandSender {
   send<S extends TSchema>(
     def: MessageDefinition<S>,
     body: Static<S>,
-    opts: { commandId?: string | undefined; trace: TraceContext; timeoutMs?: number },
+    opts: SendOptions,
   ): Promise<CommandOutcome>;
   /** The stored result of a command, undefined while it is pending or unknown. */
   result(service: string, commandId: string): Promise<CommandResult | undefined>;
+}
+
+export interface SendOptions {
+  readonly commandId?: string | undefined;
+  readonly trace: TraceContext;
+  readonly timeoutMs?: number;
+  /**
+   * What makes two sends the same command, when not the whole body: e.g. the client's request,
+   * when the body also carries what the server drew for it (a salted password hash, a nonce).
+   * A retry with the same command id and the same identity gets the first result; another
+   * identity under that id is `idempotency-key-reused`.
+   */
+  readonly identity?: unknown;
 }
 
 export function createCommandSender(nats: Nats, defaults: { timeoutMs: number }): CommandSender {
@@ -88,7 +101,7 @@ export function createCommandSender(nats: Nats, defaults: { timeoutMs: number })
   async function send<S extends TSchema>(
     def: MessageDefinition<S>,
     body: Static<S>,
-    opts: { commandId?: string | undefined; trace: TraceContext; timeoutMs?: number },
+    opts: SendOptions,
   ): Promise<CommandOutcome> {
     const subject = def.subject;
     if (subject === undefined || !subject.includes('.commands.')) throw new Error(`${def.type} is not a command`);
@@ -98,7 +111,7 @@ export function createCommandSender(nats: Nats, defaults: { timeoutMs: number })
     const names = serviceNames(subject.split('.')[0] ?? '');
     const timeoutMs = opts.timeoutMs ?? defaults.timeoutMs;
     const data = encodeJson(body);
-    const payloadHash = hashOfBody(body);
+    const payloadHash = hashOfBody(opts.identity === undefined ? body : { identity: opts.identity });
     // Within the duplicate window the stream keeps the first command under this id, whatever
     // this one says: a result for another body means the id (an idempotency key) was reused.
     const mine = (r: CommandResult, hash: string | undefined): CommandResult =>
@@ -297,7 +310,9 @@ export function createCommandProcessor(opts: CommandProcessorOptions): CommandPr
   async function handle(m: JsMsg): Promise<void> {
     const commandId = m.headers?.get(Header.CommandId) || (m.headers?.get(Header.MsgId) ?? '');
     const mlog = log.child({ seq: m.seq, subject: m.subject, commandId });
-    const payloadHash = hashOfMessage(m.data);
+    // The sender states what identifies the command (commands come only from the service's own
+    // senders); without it, the body does.
+    const payloadHash = m.headers?.get(PayloadHashHeader) || hashOfMessage(m.data);
     let meta: MessageMeta | undefined;
     try {
       if (!isUuid(commandId)) throw new InvalidMessageError('Nats-Msg-Id must be the command id (a UUID)');

@@ -12,6 +12,7 @@ import { v4 as uuidv4, validate as isUuid } from 'uuid';
 import type { ErrorBody, ErrorKind } from '../../schemas/platform.js';
 import type { CommandOutcome } from '../eventstore/commands.js';
 import { DomainError, STATUS_OF_KIND } from '../eventstore/errors.js';
+import { registerOpenApi } from './openapi.js';
 
 /** Headers of the read-your-writes protocol (DESIGN.md §3). */
 export const PositionHeader = 'obey-position';
@@ -23,6 +24,8 @@ export interface AppOptions {
   readonly bodyLimit?: number;
   /** Proxies trusted to name the client in `X-Forwarded-For` (config `TRUST_PROXY`). */
   readonly trustProxy?: string | undefined;
+  /** Serve the OpenAPI document and UI at `/api/docs` for the routes added after this. */
+  readonly openapi?: boolean;
 }
 
 /**
@@ -44,6 +47,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   const strict = createAjv({ coerceTypes: false, removeAdditional: false });
   const coercing = createAjv({ coerceTypes: 'array', removeAdditional: false });
   app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? strict : coercing).compile(schema));
+  if (opts.openapi === true) registerOpenApi(app);
 
   app.addHook('onRequest', async (request, reply) => {
     void reply.header('x-request-id', request.id);

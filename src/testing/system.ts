@@ -1,4 +1,4 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, RouteOptions } from 'fastify';
 import { Redis } from 'ioredis';
 import { createCommandSender } from '../eventstore/commands.js';
 import { connectNats, type Nats } from '../eventstore/nats.js';
@@ -39,7 +39,14 @@ export interface TestSystem {
   stop(): Promise<void>;
 }
 
-export async function startTestSystem(opts: { adminEmails?: string[]; contentLimits?: ContentLimits } = {}): Promise<TestSystem> {
+export async function startTestSystem(
+  opts: {
+    adminEmails?: string[];
+    contentLimits?: ContentLimits;
+    /** Sees every route as it is registered (fastify's `onRoute` hook). */
+    onRoute?: (route: RouteOptions) => void;
+  } = {},
+): Promise<TestSystem> {
   const [natsServer, authRedisServer, contentRedisServer, alertsRedisServer, smtp, authDb, contentDb] = await Promise.all([
     startNatsServer(),
     startRedisServer(),
@@ -75,7 +82,11 @@ export async function startTestSystem(opts: { adminEmails?: string[]; contentLim
       publicUrl: 'http://forum.test',
       adminEmails: opts.adminEmails ?? [],
       banSweepMs: 200,
-      limits: { ...DEFAULT_LIMITS, signIn: { perIp: 10_000, perAccount: 1_000, windowSeconds: 60 } },
+      limits: {
+        ...DEFAULT_LIMITS,
+        signUp: { perIp: 1_000_000, perAccount: 1_000, windowSeconds: 60 },
+        signIn: { perIp: 1_000_000, perAccount: 1_000, windowSeconds: 60 },
+      },
     });
     const content = createContentService({
       ...common,
@@ -96,7 +107,8 @@ export async function startTestSystem(opts: { adminEmails?: string[]; contentLim
       mailFrom: 'ObeyForum <no-reply@forum.test>',
       retryDelayMs: { initial: 100, max: 1_000 },
     });
-    const app = buildApp({ log: testLog });
+    const app = buildApp({ log: testLog, openapi: true });
+    if (opts.onRoute !== undefined) app.addHook('onRoute', opts.onRoute);
     await app.register(async (scope) => auth.routes(scope), { prefix: '/api/auth' });
     await app.register(async (scope) => content.routes(scope), { prefix: '/api/content' });
     await app.register(async (scope) => alerts.routes(scope), { prefix: '/api/alerts' });

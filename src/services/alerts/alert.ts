@@ -48,16 +48,20 @@ export const alertDecider: Decider<AlertCommand, AlertEvent, AlertState> = {
 
 export const alertAggregate = defineAggregate({ name: 'alert', decider: alertDecider, events: [AlertRaised, AlertRead] });
 
-export type InboxCommand = { type: 'read-all'; userId: string; at: Date };
+export type InboxCommand = { type: 'read-all'; userId: string; upTo: number; at: Date };
 
-/** A user's inbox: only "mark all as read", which covers the alerts raised before it. */
-export const inboxDecider: Decider<InboxCommand, InboxEvent, { readonly readBefore: string | null }> = {
-  initialState: { readBefore: null },
-  decide(command) {
-    return { type: 'AlertsAllAlertsRead', data: { userId: command.userId, before: command.at.toISOString() } };
+/**
+ * A user's inbox: only "mark all as read", which covers the alerts the user had when asking (up
+ * to the newest one's position), not those raised later from a backlog.
+ */
+export const inboxDecider: Decider<InboxCommand, InboxEvent, { readonly readUpTo: number }> = {
+  initialState: { readUpTo: 0 },
+  decide(command, state) {
+    if (command.upTo <= state.readUpTo) return null;
+    return { type: 'AlertsAllAlertsRead', data: { userId: command.userId, upTo: command.upTo, at: command.at.toISOString() } };
   },
   evolve(_state, event) {
-    return { readBefore: event.data.before };
+    return { readUpTo: event.data.upTo };
   },
 };
 

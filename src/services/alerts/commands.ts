@@ -13,7 +13,7 @@ export const MarkAlertRead = defineMessage({
 export const MarkAllAlertsRead = defineMessage({
   type: 'AlertsMarkAllAlertsReadCommand',
   subject: 'alerts.commands.mark-all-alerts-read',
-  schema: Type.Object({ userId: Uuid() }, { additionalProperties: false }),
+  schema: Type.Object({ userId: Uuid(), upTo: Type.Integer({ minimum: 0 }) }, { additionalProperties: false }),
 });
 
 export const alertsCommandHandlers = [
@@ -27,6 +27,6 @@ export const alertsCommandHandlers = [
     command: MarkAllAlertsRead,
     aggregate: inboxAggregate,
     aggregateId: (b) => b.userId,
-    toCommand: (b, ctx) => ({ type: 'read-all' as const, userId: b.userId, at: ctx.receivedAt }),
+    toCommand: (b, ctx) => ({ type: 'read-all' as const, userId: b.userId, upTo: b.upTo, at: ctx.receivedAt }),
   }),
 ];

@@ -59,7 +59,12 @@ export const AlertRead = defineMessage({
 });
 export const AllAlertsRead = defineMessage({
   type: 'AlertsAllAlertsRead',
-  schema: object({ userId: Uuid(), before: Timestamp() }),
+  schema: object({
+    userId: Uuid(),
+    /** The position of the newest alert the user had when they asked: that one and the older ones are read. */
+    upTo: Type.Integer({ minimum: 0 }),
+    at: Timestamp(),
+  }),
 });
 
 export type AlertEvent =

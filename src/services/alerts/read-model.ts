@@ -8,7 +8,6 @@ import type { RedisProjectionDefinition } from '../../projections/redis.js';
  * stream, read states included). Keys, under `alerts-inbox:`:
  * - `alert:<id>`: a hash (user, content as JSON, raised time, position, read flag);
  * - `list:<user>` and `unread:<user>`: sorted sets of alert ids by position (newest last);
- * - `read-before:<user>`: the time of the user's last "mark all as read".
  * The writes of one event are one script, so they apply whole, in order, inside the batch's
  * MULTI. (The scripts touch keys they compute: a single Redis, not a cluster.)
  */
@@ -16,30 +15,20 @@ export const PREFIX = 'alerts-inbox';
 const alertKey = (id: string) => `${PREFIX}:alert:${id}`;
 const listKey = (userId: string) => `${PREFIX}:list:${userId}`;
 const unreadKey = (userId: string) => `${PREFIX}:unread:${userId}`;
-const readBeforeKey = (userId: string) => `${PREFIX}:read-before:${userId}`;
 
-// KEYS: alert, list, unread, read-before. ARGV: id, user, content, raisedAt ms, position.
+// KEYS: alert, list, unread. ARGV: id, user, content, raisedAt ms, position.
 const RAISE = `
-local before = tonumber(redis.call('GET', KEYS[4]) or '-1')
-local read = tonumber(ARGV[4]) <= before and '1' or '0'
-redis.call('HSET', KEYS[1], 'id', ARGV[1], 'userId', ARGV[2], 'content', ARGV[3], 'raisedAt', ARGV[4], 'position', ARGV[5], 'read', read)
+redis.call('HSET', KEYS[1], 'id', ARGV[1], 'userId', ARGV[2], 'content', ARGV[3], 'raisedAt', ARGV[4], 'position', ARGV[5], 'read', '0')
 redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
-if read == '0' then redis.call('ZADD', KEYS[3], ARGV[5], ARGV[1]) end
+redis.call('ZADD', KEYS[3], ARGV[5], ARGV[1])
 return 1`;
 
-// KEYS: unread, read-before. ARGV: before ms, alert key prefix.
+// KEYS: unread. ARGV: up to (position), alert key prefix.
 const READ_ALL = `
-local before = tonumber(ARGV[1])
-local current = tonumber(redis.call('GET', KEYS[2]) or '-1')
-if before > current then redis.call('SET', KEYS[2], ARGV[1]) end
-for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local key = ARGV[2] .. id
-  local raised = tonumber(redis.call('HGET', key, 'raisedAt') or '0')
-  if raised <= before then
-    redis.call('HSET', key, 'read', '1')
-    redis.call('ZREM', KEYS[1], id)
-  end
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])) do
+  redis.call('HSET', ARGV[2] .. id, 'read', '1')
 end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 return 1`;
 
 export const inboxProjection: RedisProjectionDefinition = {
@@ -53,11 +42,10 @@ export const inboxProjection: RedisProjectionDefinition = {
           const d = event.data;
           tx.eval(
             RAISE,
-            4,
+            3,
             alertKey(d.alertId),
             listKey(d.userId),
             unreadKey(d.userId),
-            readBeforeKey(d.userId),
             d.alertId,
             d.userId,
             JSON.stringify(d.content),
@@ -71,14 +59,7 @@ export const inboxProjection: RedisProjectionDefinition = {
           tx.zrem(unreadKey(event.data.userId), event.data.alertId);
           break;
         case 'AlertsAllAlertsRead':
-          tx.eval(
-            READ_ALL,
-            2,
-            unreadKey(event.data.userId),
-            readBeforeKey(event.data.userId),
-            String(Date.parse(event.data.before)),
-            `${PREFIX}:alert:`,
-          );
+          tx.eval(READ_ALL, 1, unreadKey(event.data.userId), String(event.data.upTo), `${PREFIX}:alert:`);
           break;
         default:
           break;
@@ -122,5 +103,10 @@ export function createAlertQueries(redis: Redis) {
       return { items, next: entries.length > opts.limit && last !== undefined ? last.position : null };
     },
     unreadCount: (userId: string) => redis.zcard(unreadKey(userId)),
+    /** The position of the user's newest alert, 0 when none. */
+    async newest(userId: string): Promise<number> {
+      const top = await redis.zrevrange(listKey(userId), 0, 0, 'WITHSCORES');
+      return top.length === 2 ? Number(top[1]) : 0;
+    },
   };
 }

@@ -6,7 +6,9 @@ import { DomainError } from '../../eventstore/errors.js';
 import { awaitReadModel, correlationIdOf, PositionHeader } from '../../http/app.js';
 import { registerBearer } from '../../http/bearer.js';
 import { callerOf, type UserSource } from '../../http/caller.js';
+import { CommandDone, CommandPending, CommandStatus, describeRoute, openObject, PageOf } from '../../http/openapi.js';
 import { MarkAlertRead, MarkAllAlertsRead } from './commands.js';
+import { AlertContent } from './events.js';
 import type { createAlertQueries } from './read-model.js';
 
 export interface AlertsRoutesDeps {
@@ -30,6 +32,16 @@ const ListQuery = object({
   limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100 })),
 });
 
+// What the routes answer (for the OpenAPI document, and the serializer).
+const doc = (d: Parameters<typeof describeRoute>[1]) => describeRoute('alerts', d);
+const Alert = openObject({
+  id: Type.String({ format: 'uuid' }),
+  read: Type.Boolean(),
+  raisedAt: Type.String({ format: 'date-time' }),
+  content: AlertContent,
+});
+const MarkedRead = CommandDone('Marked read (`changed` is false when it was read already)');
+
 /** Alerts' HTTP API (DESIGN.md §4), to be registered under `/api/alerts`. A user sees only their own alerts. */
 export async function alertsRoutes(app: FastifyInstance, deps: AlertsRoutesDeps): Promise<void> {
   await registerBearer(app, deps.jwtSecret);
@@ -37,38 +49,65 @@ export async function alertsRoutes(app: FastifyInstance, deps: AlertsRoutesDeps)
   const fresh = (request: FastifyRequest, reply: FastifyReply) =>
     awaitReadModel(request, reply, deps.waitForAlerts, deps.readYourWritesTimeoutMs);
 
-  app.get('/', { schema: { querystring: ListQuery } }, async (request, reply) => {
-    const user = await caller(request);
-    await fresh(request, reply);
-    const q = request.query as Static<typeof ListQuery>;
-    const page = await deps.queries.list(user.userId, {
-      unread: q.unread === true,
-      limit: q.limit ?? 20,
-      before: q.cursor === undefined ? undefined : Number(q.cursor),
-    });
-    const actors = page.items.flatMap((a) => ('actor' in a.content ? [a.content.actor.userId] : []));
-    const nicknames = await deps.nicknames(actors);
-    return {
-      items: page.items.map((a) =>
-        'actor' in a.content
-          ? {
-              ...a,
-              content: {
-                ...a.content,
-                actor: { ...a.content.actor, nickname: nicknames.get(a.content.actor.userId) ?? a.content.actor.nickname },
-              },
-            }
-          : a,
-      ),
-      nextCursor: page.next === null ? null : String(page.next),
-    };
-  });
+  app.get(
+    '/',
+    {
+      schema: {
+        ...doc({
+          summary: "List the caller's alerts, newest first",
+          description: '`?unread=true` lists only unread ones. Honours `Obey-Min-Position`.',
+          bearer: true,
+          ok: { 200: PageOf(Alert, 'A page of alerts') },
+          errors: [400, 503],
+        }),
+        querystring: ListQuery,
+      },
+    },
+    async (request, reply) => {
+      const user = await caller(request);
+      await fresh(request, reply);
+      const q = request.query as Static<typeof ListQuery>;
+      const page = await deps.queries.list(user.userId, {
+        unread: q.unread === true,
+        limit: q.limit ?? 20,
+        before: q.cursor === undefined ? undefined : Number(q.cursor),
+      });
+      const actors = page.items.flatMap((a) => ('actor' in a.content ? [a.content.actor.userId] : []));
+      const nicknames = await deps.nicknames(actors);
+      return {
+        items: page.items.map((a) =>
+          'actor' in a.content
+            ? {
+                ...a,
+                content: {
+                  ...a.content,
+                  actor: { ...a.content.actor, nickname: nicknames.get(a.content.actor.userId) ?? a.content.actor.nickname },
+                },
+              }
+            : a,
+        ),
+        nextCursor: page.next === null ? null : String(page.next),
+      };
+    },
+  );
 
-  app.get('/unread-count', async (request, reply) => {
-    const user = await caller(request);
-    await fresh(request, reply);
-    return { unread: await deps.queries.unreadCount(user.userId) };
-  });
+  app.get(
+    '/unread-count',
+    {
+      schema: doc({
+        summary: "Count the caller's unread alerts",
+        description: 'Honours `Obey-Min-Position`.',
+        bearer: true,
+        ok: { 200: openObject({ unread: Type.Integer({ minimum: 0 }) }, 'The number of unread alerts') },
+        errors: [400, 503],
+      }),
+    },
+    async (request, reply) => {
+      const user = await caller(request);
+      await fresh(request, reply);
+      return { unread: await deps.queries.unreadCount(user.userId) };
+    },
+  );
 
   const send = async (
     request: FastifyRequest,
@@ -97,22 +136,60 @@ export async function alertsRoutes(app: FastifyInstance, deps: AlertsRoutesDeps)
     };
   };
 
-  app.post('/:id/read', { schema: { params: object({ id: Type.String({ format: 'uuid' }) }) } }, async (request, reply) => {
-    const user = await caller(request);
-    const { id } = request.params as { id: string };
-    return send(request, reply, user, () =>
-      deps.sender.send(MarkAlertRead, { alertId: id, userId: user.userId }, options(request, `read:${user.userId}`)),
-    );
-  });
-  app.post('/read-all', async (request, reply) => {
-    const user = await caller(request);
-    return send(request, reply, user, () =>
-      deps.sender.send(MarkAllAlertsRead, { userId: user.userId }, options(request, `read-all:${user.userId}`)),
-    );
-  });
+  app.post(
+    '/:id/read',
+    {
+      schema: {
+        ...doc({
+          summary: 'Mark one alert as read',
+          bearer: true,
+          ok: { 200: MarkedRead, 202: CommandPending },
+          errors: [400, 404],
+        }),
+        params: object({ id: Type.String({ format: 'uuid' }) }),
+      },
+    },
+    async (request, reply) => {
+      const user = await caller(request);
+      const { id } = request.params as { id: string };
+      return send(request, reply, user, () =>
+        deps.sender.send(MarkAlertRead, { alertId: id, userId: user.userId }, options(request, `read:${user.userId}`)),
+      );
+    },
+  );
+  app.post(
+    '/read-all',
+    {
+      schema: doc({
+        summary: "Mark all the caller's alerts as read",
+        description: 'Covers the alerts the user has when asking; alerts raised later stay unread.',
+        bearer: true,
+        ok: { 200: MarkedRead, 202: CommandPending },
+      }),
+    },
+    async (request, reply) => {
+      const user = await caller(request);
+      // Up to the newest alert the user has now, not to a time: an alert raised later (from a
+      // backlog of notifications) was never seen, and stays unread.
+      const upTo = await deps.queries.newest(user.userId);
+      return send(request, reply, user, () =>
+        deps.sender.send(MarkAllAlertsRead, { userId: user.userId, upTo }, options(request, `read-all:${user.userId}`)),
+      );
+    },
+  );
   app.get(
     '/commands/:commandId',
-    { schema: { params: object({ commandId: Type.String({ format: 'uuid' }) }) } },
+    {
+      schema: {
+        ...doc({
+          summary: 'The outcome of a command answered with 202',
+          bearer: true,
+          ok: { 200: CommandStatus },
+          errors: [400],
+        }),
+        params: object({ commandId: Type.String({ format: 'uuid' }) }),
+      },
+    },
     async (request) => {
       await caller(request);
       const { commandId } = request.params as { commandId: string };

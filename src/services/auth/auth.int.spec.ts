@@ -11,7 +11,11 @@ const ADMIN = `admin-${randomBytes(3).toString('hex')}@forum.test`;
 beforeAll(async () => {
   sys = await startAuthSystem({
     adminEmails: [ADMIN],
-    limits: { ...DEFAULT_LIMITS, signIn: { perIp: 1_000, perAccount: 5, windowSeconds: 60 } },
+    limits: {
+      ...DEFAULT_LIMITS,
+      signUp: { perIp: 1_000, perAccount: 10, windowSeconds: 60 },
+      signIn: { perIp: 1_000, perAccount: 5, windowSeconds: 60 },
+    },
   });
 });
 afterAll(async () => {
@@ -214,7 +218,7 @@ describe('uniqueness under racing sign-ups', () => {
     );
     expect(results.filter((r) => r.status === 201)).toHaveLength(1);
     const losers = results.filter((r) => r.status !== 201);
-    expect(losers.every((r) => r.status === 409 && r.body.code === 'email-taken')).toBe(true);
+    expect(losers.map((r) => [r.status, r.body.code])).toEqual(losers.map(() => [409, 'email-taken']));
   });
 
   it("lets exactly one of many concurrent sign-ups have a nickname, and frees the losers' emails", async () => {
@@ -233,6 +237,47 @@ describe('uniqueness under racing sign-ups', () => {
   });
 });
 
+describe('retries and limits', () => {
+  it('answers a sign-up retried with its Idempotency-Key with the first result', async () => {
+    const email = `${unique('retry')}@forum.test`;
+    const body = { email, nickname: unique('Retry'), password: PASSWORD };
+    const send = () =>
+      sys.app.inject({ method: 'POST', url: '/api/auth/sign-up', payload: body, headers: { 'idempotency-key': 'k-1' } });
+    const first = await send();
+    const again = await send();
+    expect(first.statusCode).toBe(201);
+    expect(again.statusCode, again.body).toBe(201);
+    expect(again.json().userId).toBe(first.json().userId);
+    const other = await sys.app.inject({
+      method: 'POST',
+      url: '/api/auth/sign-up',
+      payload: { ...body, nickname: unique('Other') },
+      headers: { 'idempotency-key': 'k-1' },
+    });
+    expect(other.statusCode).toBe(409);
+    expect(other.json().code).toBe('idempotency-key-reused');
+  });
+
+  it('limits sign-ups per email with 429', async () => {
+    const email = `${unique('many')}@forum.test`;
+    const statuses = [];
+    for (let i = 0; i < 11; i++)
+      statuses.push((await call('POST', '/sign-up', { email, nickname: unique(`many${i}`), password: PASSWORD })).status);
+    expect(statuses).toEqual([201, ...Array(9).fill(409), 429]);
+  });
+
+  it('does not end a session for a refresh token it never gave', async () => {
+    const u = await signUpVerified();
+    const s = await signIn(u.email);
+    const rotated = await call('POST', '/refresh', { refreshToken: s.refreshToken });
+    const [sid] = s.refreshToken.split('.');
+    const guess = await call('POST', '/refresh', { refreshToken: `${sid}.1.${'A'.repeat(43)}` });
+    expect(guess.status).toBe(401);
+    expect(guess.body.code).toBe('invalid-refresh-token');
+    expect((await call('POST', '/refresh', { refreshToken: rotated.body.refreshToken })).status).toBe(200);
+  });
+});
+
 describe('bans', () => {
   it("refuses a banned user's existing access token and refresh token, and tells other services", async () => {
     const admin = await signUpVerified(ADMIN);
@@ -243,6 +288,27 @@ describe('bans', () => {
 
     const member = await signUpVerified();
     const s = await signIn(member.email);
+    // A moderator may not ban an admin: the admin holds permissions the moderator lacks.
+    const mod = await signUpVerified();
+    expect((await call('PUT', `/users/${mod.userId}/roles/moderator`, undefined, adminSession.accessToken)).status).toBe(200);
+    const modSession = await signIn(mod.email);
+    const outranked = await call('PUT', `/users/${admin.userId}/ban`, { reason: 'coup' }, modSession.accessToken);
+    expect(outranked.status).toBe(403);
+    expect(outranked.body.code).toBe('outranked');
+    expect((await call('GET', '/me', undefined, adminSession.accessToken)).status).toBe(200);
+    // Moderators list users, but only admins see their emails.
+    const listed = await call('GET', '/users?limit=100', undefined, modSession.accessToken);
+    expect(listed.status).toBe(200);
+    expect(listed.body.items.every((u: any) => u.email === undefined)).toBe(true);
+    expect((await call('GET', '/users?limit=1', undefined, adminSession.accessToken)).body.items[0].email).toMatch(/@/);
+    // A leap second is valid RFC 3339 but no time a Date can hold: refused, nothing stored.
+    const leap = await call(
+      'PUT',
+      `/users/${mod.userId}/ban`,
+      { reason: 'x', until: '2030-06-30T23:59:60Z' },
+      adminSession.accessToken,
+    );
+    expect(leap.status).toBe(400);
     // A member may not ban.
     const notAllowed = await call('PUT', `/users/${admin.userId}/ban`, { reason: 'no' }, s.accessToken);
     expect(notAllowed.status).toBe(403);
@@ -253,7 +319,9 @@ describe('bans', () => {
     const refused = await call('GET', '/me', undefined, s.accessToken);
     expect(refused.status).toBe(403);
     expect(refused.body.code).toBe('user-banned');
-    expect((await call('POST', '/refresh', { refreshToken: s.refreshToken })).status).toBeGreaterThanOrEqual(401);
+    const noRefresh = await call('POST', '/refresh', { refreshToken: s.refreshToken });
+    expect(noRefresh.status).toBe(401);
+    expect(noRefresh.body.code).toBe('invalid-refresh-token');
     expect((await call('POST', '/sign-in', { email: member.email, password: PASSWORD })).body.code).toBe('user-banned');
     const banned = await eventually(async () =>
       (await notifications('auth.notifications.user-banned')).find((n) => n.user.userId === member.userId),
@@ -380,7 +448,12 @@ describe('AuthGetUserByIdRequest', () => {
     const s = await signIn(u.email);
     const renamed = unique('Renamed');
     expect((await call('PUT', '/me/nickname', { nickname: renamed }, s.accessToken)).status).toBe(200);
-    const after = await natsRequest(sys.nats.nc, { request: AuthGetUserByIdRequest, response: AuthGetUserByIdResponse }, { userId: u.userId }, { trace });
+    const after = await natsRequest(
+      sys.nats.nc,
+      { request: AuthGetUserByIdRequest, response: AuthGetUserByIdResponse },
+      { userId: u.userId },
+      { trace },
+    );
     expect(after.user.nickname).toBe(renamed);
     expect(after.user.revision).toBeGreaterThan(r.user.revision);
     await expect(

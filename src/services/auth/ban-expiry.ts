@@ -41,7 +41,7 @@ export function createBanExpiry(opts: {
       if (stopped || u.banned_until === null) return;
       const outcome = await opts.sender.send(
         ExpireBan,
-        { userId: u.id },
+        { userId: u.id, until: u.banned_until.toISOString() },
         { commandId: uuidv5(`${u.id}:${u.banned_until.toISOString()}`, NAMESPACE), trace: { correlationId: uuidv4() } },
       );
       log.info({ userId: u.id, outcome: outcome.status }, 'timed ban ended');

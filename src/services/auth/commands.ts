@@ -65,10 +65,16 @@ export const BanUser = command(
     reason: Type.String({ minLength: 1, maxLength: 500 }),
     until: Type.Union([Timestamp(), Type.Null()]),
     by: Uuid(),
+    /** The banning user's effective permissions: nobody bans a user who holds more. */
+    byPermissions: Type.Array(PermissionSchema),
   }),
 );
 export const UnbanUser = command('unban-user', 'AuthUnbanUserCommand', object({ userId: Uuid(), by: Uuid() }));
-export const ExpireBan = command('expire-ban', 'AuthExpireBanCommand', object({ userId: Uuid() }));
+export const ExpireBan = command(
+  'expire-ban',
+  'AuthExpireBanCommand',
+  object({ userId: Uuid(), /** The end of the ban the sweep found due. */ until: Timestamp() }),
+);
 export const GrantRole = command('grant-role', 'AuthGrantRoleCommand', object({ userId: Uuid(), role: RoleSchema, by: Uuid() }));
 export const RevokeRole = command(
   'revoke-role',
@@ -159,15 +165,13 @@ export function authCommandHandlers(deps: AuthHandlerDeps): Handler[] {
     on(ChangePassword, (b, at) => ({ type: 'change-password', passwordHash: b.passwordHash, at })),
     on(RequestPasswordReset, (b, at) => ({ type: 'request-password-reset', nonce: b.nonce, at })),
     on(ResetPassword, (b, at) => ({ type: 'reset-password', nonce: b.nonce, passwordHash: b.passwordHash, at })),
-    on(BanUser, (b, at) => ({
-      type: 'ban',
-      reason: b.reason,
-      until: b.until === null ? null : new Date(b.until),
-      by: b.by,
-      at,
-    })),
+    on(BanUser, (b, at) => {
+      const until = b.until === null ? null : new Date(b.until);
+      if (until !== null && Number.isNaN(until.getTime())) throw authErrors.invalidTime('until');
+      return { type: 'ban', reason: b.reason, until, by: b.by, byPermissions: b.byPermissions, at };
+    }),
     on(UnbanUser, (b, at) => ({ type: 'unban', by: b.by, at })),
-    on(ExpireBan, (_b, at) => ({ type: 'expire-ban', at })),
+    on(ExpireBan, (b, at) => ({ type: 'expire-ban', until: b.until, at })),
     on(GrantRole, (b, at) => ({ type: 'grant-role', role: b.role, by: b.by, at })),
     on(RevokeRole, (b, at) => ({ type: 'revoke-role', role: b.role, by: b.by, at })),
     on(GrantPermission, (b, at) => ({ type: 'grant-permission', permission: b.permission, by: b.by, at })),

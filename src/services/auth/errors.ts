@@ -26,6 +26,13 @@ export const authErrors = {
     ),
   notBanned: () => new DomainError('user-not-banned', 'conflict', 'this user is not banned'),
   cannotTargetSelf: (what: string) => new DomainError('cannot-target-self', 'forbidden', `you cannot ${what} yourself`),
+  invalidTime: (field: string) => new DomainError('invalid-time', 'invalid', `${field} is not a time this server can keep`),
+  outranked: () =>
+    new DomainError(
+      'outranked',
+      'forbidden',
+      'this user holds permissions you do not: only someone who holds them all may ban them',
+    ),
   banEndInPast: () => new DomainError('ban-end-in-past', 'invalid', 'a ban must end in the future'),
   unauthenticated: () => new DomainError('unauthenticated', 'unauthorized', 'sign in first: a valid bearer token is required'),
   tokenRevoked: () =>

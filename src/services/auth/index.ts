@@ -124,6 +124,7 @@ export function createAuthService(opts: AuthServiceOptions): AuthService {
         waitForUsers: (position, timeoutMs) => usersRunner.waitForPosition(position, timeoutMs),
         sessions,
         limiters: {
+          signUp: createLimiter(redis, 'sign-up', limits.signUp),
           signIn: createLimiter(redis, 'sign-in', limits.signIn),
           recovery: createLimiter(redis, 'recovery', limits.recovery),
           verificationResend: createLimiter(redis, 'verification-resend', limits.verificationResend),

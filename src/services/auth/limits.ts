@@ -11,12 +11,14 @@ export interface Limit {
 }
 
 export interface AuthLimits {
+  readonly signUp: Limit;
   readonly signIn: Limit;
   readonly recovery: Limit;
   readonly verificationResend: Limit;
 }
 
 export const DEFAULT_LIMITS: AuthLimits = {
+  signUp: { perIp: 20, perAccount: 5, windowSeconds: 60 * 60 },
   signIn: { perIp: 50, perAccount: 10, windowSeconds: 15 * 60 },
   recovery: { perIp: 10, perAccount: 3, windowSeconds: 60 * 60 },
   verificationResend: { perIp: 10, perAccount: 3, windowSeconds: 60 * 60 },

@@ -10,7 +10,7 @@ const MODERATOR_OWN = [
   'content.thread.moderate',
   'content.thread.pin',
 ];
-const ADMIN_OWN = ['auth.permissions.manage', 'auth.roles.manage', 'content.category.manage'];
+const ADMIN_OWN = ['auth.permissions.manage', 'auth.roles.manage', 'auth.users.email', 'content.category.manage'];
 
 describe('permissionsOfRoles', () => {
   it('gives a member the member permissions only', () => {

@@ -15,7 +15,7 @@ const ROLE_PERMISSIONS: Readonly<Record<Role, readonly Permission[]>> = {
     'auth.users.read',
     'auth.users.ban',
   ],
-  admin: ['content.category.manage', 'auth.roles.manage', 'auth.permissions.manage'],
+  admin: ['content.category.manage', 'auth.users.email', 'auth.roles.manage', 'auth.permissions.manage'],
 };
 
 /** Each role's rank: the title shown beside a user's name. Highest first. */

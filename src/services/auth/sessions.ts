@@ -16,7 +16,8 @@ export interface Session {
 }
 
 export interface Sessions {
-  create(userId: string): Promise<{ session: Session; refreshToken: string }>;
+  /** A new session, begun no earlier than `notBefore` (the user's tokens-valid-after, from another clock). */
+  create(userId: string, notBefore?: Date): Promise<{ session: Session; refreshToken: string }>;
   /** Rotates a refresh token; throws invalid-refresh-token or refresh-token-reused. */
   rotate(refreshToken: string): Promise<{ session: Session; refreshToken: string }>;
   get(sessionId: string): Promise<Session | null>;
@@ -25,15 +26,22 @@ export interface Sessions {
   endAll(userId: string): Promise<void>;
 }
 
+/** Secrets of earlier generations kept (as hashes) to recognise a replayed refresh token. */
+const USED_KEPT = 32;
+// KEYS: session, its used secrets. ARGV: generation, current hash, next hash, ttl ms.
 const ROTATE = `
 local g = redis.call('HGET', KEYS[1], 'generation')
 if not g then return 0 end
 if g ~= ARGV[1] or redis.call('HGET', KEYS[1], 'secretHash') ~= ARGV[2] then return -1 end
 redis.call('HSET', KEYS[1], 'generation', tostring(tonumber(g) + 1), 'secretHash', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('LPUSH', KEYS[2], ARGV[2])
+redis.call('LTRIM', KEYS[2], 0, ${USED_KEPT - 1})
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
 return 1`;
 
 const sessionKey = (id: string) => `auth:session:${id}`;
+const usedKey = (id: string) => `auth:session:${id}:used`;
 const userKey = (userId: string) => `auth:user-sessions:${userId}`;
 
 export function createSessions(redis: Redis, opts: { ttlMs: number }): Sessions {
@@ -41,16 +49,16 @@ export function createSessions(redis: Redis, opts: { ttlMs: number }): Sessions 
 
   async function end(sessionId: string): Promise<void> {
     const userId = await redis.hget(sessionKey(sessionId), 'userId');
-    const tx = redis.multi().del(sessionKey(sessionId));
+    const tx = redis.multi().del(sessionKey(sessionId), usedKey(sessionId));
     if (userId !== null) tx.srem(userKey(userId), sessionId);
     await tx.exec();
   }
 
   return {
-    async create(userId) {
+    async create(userId, notBefore) {
       const sessionId = randomUUID();
       const secret = randomBytes(32).toString('base64url');
-      const createdAt = new Date();
+      const createdAt = new Date(Math.max(Date.now(), notBefore?.getTime() ?? 0));
       await redis
         .multi()
         .hset(sessionKey(sessionId), {
@@ -75,11 +83,16 @@ export function createSessions(redis: Redis, opts: { ttlMs: number }): Sessions 
       const s = await redis.hgetall(key);
       if (s.userId === undefined) throw authErrors.invalidRefreshToken();
       const current = Number(s.generation);
+      const presented = sha256(secret).toString('hex');
       if (generation < current) {
+        // A replay only if the secret is one this session really gave: a guess at an old
+        // generation, knowing only the session id, must not end someone's session.
+        const used = await redis.lrange(usedKey(sessionId), 0, -1);
+        if (!used.some((h) => constantTimeEqual(h, presented))) throw authErrors.invalidRefreshToken();
         await end(sessionId);
         throw authErrors.refreshTokenReused();
       }
-      if (generation !== current || !constantTimeEqual(sha256(secret).toString('hex'), s.secretHash ?? '')) {
+      if (generation !== current || !constantTimeEqual(presented, s.secretHash ?? '')) {
         throw authErrors.invalidRefreshToken();
       }
       // Compare-and-set in one script (atomic on a shared connection, unlike WATCH): of two
@@ -87,8 +100,9 @@ export function createSessions(redis: Redis, opts: { ttlMs: number }): Sessions 
       const next = randomBytes(32).toString('base64url');
       const swapped = await redis.eval(
         ROTATE,
-        1,
+        2,
         key,
+        usedKey(sessionId),
         String(current),
         s.secretHash ?? '',
         sha256(next).toString('hex'),
@@ -116,7 +130,7 @@ export function createSessions(redis: Redis, opts: { ttlMs: number }): Sessions 
     async endAll(userId) {
       const ids = await redis.smembers(userKey(userId));
       const tx = redis.multi().del(userKey(userId));
-      for (const id of ids) tx.del(sessionKey(id));
+      for (const id of ids) tx.del(sessionKey(id), usedKey(id));
       await tx.exec();
     },
   };

@@ -1,5 +1,6 @@
 import { describe, it } from 'vitest';
 import type { Permission, Role } from '../../../schemas/auth.js';
+import { PERMISSIONS } from '../../../schemas/auth.js';
 import { deciderSpec } from '../../eventstore/testing/decider-spec.js';
 import type { UserEvent, UserFacts } from './events.js';
 import { RESET_TTL_MS, userDecider, VERIFICATION_TTL_MS, type UserCommand } from './user.js';
@@ -126,6 +127,8 @@ const signUp = (admin = false): UserCommand => ({
   at: T0,
 });
 
+const ALL_PERMISSIONS = [...PERMISSIONS];
+
 describe('user decider: sign-up', () => {
   it('signs a member up with a verification valid for 48 h and tokens valid from the sign-up', () => {
     spec.given([]).when(signUp()).then(signedUp());
@@ -168,9 +171,9 @@ describe('user decider: a user that does not exist', () => {
     { type: 'change-nickname', nickname: 'bea', at: T0 },
     { type: 'change-password', passwordHash: NEW_HASH, at: T0 },
     { type: 'request-password-reset', nonce: RESET_NONCE, at: T0 },
-    { type: 'ban', reason: 'spam', until: null, by: ADMIN, at: T0 },
+    { type: 'ban', reason: 'spam', until: null, by: ADMIN, byPermissions: ALL_PERMISSIONS, at: T0 },
     { type: 'unban', by: ADMIN, at: T0 },
-    { type: 'expire-ban', at: T0 },
+    { type: 'expire-ban', until: T0.toISOString(), at: T0 },
     { type: 'grant-role', role: 'moderator', by: ADMIN, at: T0 },
     { type: 'revoke-role', role: 'member', by: ADMIN, at: T0 },
     { type: 'grant-permission', permission: 'auth.users.read', by: ADMIN, at: T0 },
@@ -458,7 +461,7 @@ describe('user decider: ban', () => {
   it('bans until a time, ending every session', () => {
     spec
       .given([signedUp()])
-      .when({ type: 'ban', reason: 'spam', until: after(25 * HOUR), by: ADMIN, at: after(HOUR) })
+      .when({ type: 'ban', reason: 'spam', until: after(25 * HOUR), by: ADMIN, byPermissions: ALL_PERMISSIONS, at: after(HOUR) })
       .then({
         type: 'AuthUserBanned',
         data: {
@@ -475,35 +478,35 @@ describe('user decider: ban', () => {
   it('bans without end', () => {
     spec
       .given([signedUp()])
-      .when({ type: 'ban', reason: 'spam', until: null, by: ADMIN, at: after(HOUR) })
+      .when({ type: 'ban', reason: 'spam', until: null, by: ADMIN, byPermissions: ALL_PERMISSIONS, at: after(HOUR) })
       .then(banned(HOUR, null));
   });
 
   it('refuses a self-ban', () => {
     spec
       .given([signedUpAsAdmin])
-      .when({ type: 'ban', reason: 'spam', until: null, by: USER, at: after(HOUR) })
+      .when({ type: 'ban', reason: 'spam', until: null, by: USER, byPermissions: ALL_PERMISSIONS, at: after(HOUR) })
       .thenFails('cannot-target-self');
   });
 
   it('refuses a ban that ends in the past', () => {
     spec
       .given([signedUp()])
-      .when({ type: 'ban', reason: 'spam', until: after(HOUR - 1), by: ADMIN, at: after(HOUR) })
+      .when({ type: 'ban', reason: 'spam', until: after(HOUR - 1), by: ADMIN, byPermissions: ALL_PERMISSIONS, at: after(HOUR) })
       .thenFails('ban-end-in-past');
   });
 
   it('refuses a ban that ends as it starts', () => {
     spec
       .given([signedUp()])
-      .when({ type: 'ban', reason: 'spam', until: after(HOUR), by: ADMIN, at: after(HOUR) })
+      .when({ type: 'ban', reason: 'spam', until: after(HOUR), by: ADMIN, byPermissions: ALL_PERMISSIONS, at: after(HOUR) })
       .thenFails('ban-end-in-past');
   });
 
   it('renews a ban on a banned user', () => {
     spec
       .given([signedUp(), banned(HOUR, 25 * HOUR)])
-      .when({ type: 'ban', reason: 'spam', until: null, by: ADMIN, at: after(2 * HOUR) })
+      .when({ type: 'ban', reason: 'spam', until: null, by: ADMIN, byPermissions: ALL_PERMISSIONS, at: after(2 * HOUR) })
       .then(banned(2 * HOUR, null));
   });
 });
@@ -539,60 +542,86 @@ describe('user decider: unban', () => {
   });
 });
 
+describe('user decider: who may ban whom', () => {
+  it('refuses a ban by someone who lacks a permission the user holds (a moderator banning an admin)', () => {
+    const moderatorPermissions = PERMISSIONS.filter(
+      (p) => !['content.category.manage', 'auth.users.email', 'auth.roles.manage', 'auth.permissions.manage'].includes(p),
+    );
+    spec
+      .given([signedUpAsAdmin])
+      .when({ type: 'ban', reason: 'coup', until: null, by: ADMIN, byPermissions: moderatorPermissions, at: after(HOUR) })
+      .thenFails('outranked');
+  });
+});
+
 describe('user decider: expire-ban', () => {
   it('does nothing for a user that is not banned', () => {
     spec
       .given([signedUp()])
-      .when({ type: 'expire-ban', at: after(HOUR) })
+      .when({ type: 'expire-ban', until: after(25 * HOUR).toISOString(), at: after(HOUR) })
       .then(null);
   });
 
   it('does nothing for a ban without end', () => {
     spec
       .given([signedUp(), banned(HOUR, null)])
-      .when({ type: 'expire-ban', at: after(1000 * HOUR) })
+      .when({ type: 'expire-ban', until: after(25 * HOUR).toISOString(), at: after(1000 * HOUR) })
       .then(null);
   });
 
-  it('does nothing before the ban ends', () => {
+  it('does nothing more than a minute before the ban ends', () => {
     spec
       .given([signedUp(), banned(HOUR, 25 * HOUR)])
-      .when({ type: 'expire-ban', at: after(25 * HOUR - 1) })
+      .when({ type: 'expire-ban', until: after(25 * HOUR).toISOString(), at: after(25 * HOUR - 60_001) })
+      .then(null);
+  });
+
+  it('lifts a ban whose end the sweep saw come, though this command was timed a moment before it', () => {
+    spec
+      .given([signedUp(), banned(HOUR, 25 * HOUR)])
+      .when({ type: 'expire-ban', until: after(25 * HOUR).toISOString(), at: after(25 * HOUR - 1) })
+      .then(unbanned(HOUR, 25 * HOUR - 1, null));
+  });
+
+  it('does nothing for a ban whose end is not the one the sweep saw', () => {
+    spec
+      .given([signedUp(), banned(HOUR, 25 * HOUR)])
+      .when({ type: 'expire-ban', until: after(24 * HOUR).toISOString(), at: after(25 * HOUR) })
       .then(null);
   });
 
   it('lifts a ban whose end has come, by nobody', () => {
     spec
       .given([signedUp(), banned(HOUR, 25 * HOUR)])
-      .when({ type: 'expire-ban', at: after(25 * HOUR) })
+      .when({ type: 'expire-ban', until: after(25 * HOUR).toISOString(), at: after(25 * HOUR) })
       .then(unbanned(HOUR, 25 * HOUR, null));
   });
 
   it('lifts a ban whose end is long past', () => {
     spec
       .given([signedUp(), banned(HOUR, 25 * HOUR)])
-      .when({ type: 'expire-ban', at: after(100 * HOUR) })
+      .when({ type: 'expire-ban', until: after(25 * HOUR).toISOString(), at: after(100 * HOUR) })
       .then(unbanned(HOUR, 100 * HOUR, null));
   });
 
   it('leaves a ban renewed without end as it is', () => {
     spec
       .given([signedUp(), banned(HOUR, 25 * HOUR), banned(2 * HOUR, null)])
-      .when({ type: 'expire-ban', at: after(25 * HOUR) })
+      .when({ type: 'expire-ban', until: after(25 * HOUR).toISOString(), at: after(25 * HOUR) })
       .then(null);
   });
 
   it('leaves a ban extended meanwhile as it is', () => {
     spec
       .given([signedUp(), banned(HOUR, 25 * HOUR), banned(2 * HOUR, 50 * HOUR)])
-      .when({ type: 'expire-ban', at: after(25 * HOUR) })
+      .when({ type: 'expire-ban', until: after(25 * HOUR).toISOString(), at: after(25 * HOUR) })
       .then(null);
   });
 
   it('does nothing for a ban lifted meanwhile', () => {
     spec
       .given([signedUp(), banned(HOUR, 25 * HOUR), unbanned(HOUR, 2 * HOUR)])
-      .when({ type: 'expire-ban', at: after(25 * HOUR) })
+      .when({ type: 'expire-ban', until: after(25 * HOUR).toISOString(), at: after(25 * HOUR) })
       .then(null);
   });
 });

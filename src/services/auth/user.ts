@@ -2,12 +2,14 @@ import type { Permission, Role } from '../../../schemas/auth.js';
 import { defineAggregate, type Decider } from '../../eventstore/decider.js';
 import { authErrors } from './errors.js';
 import { USER_EVENTS, type UserEvent, type UserFacts } from './events.js';
-import { permissionsOfRoles } from './roles.js';
+import { effectivePermissions, permissionsOfRoles } from './roles.js';
 import { constantTimeEqual } from './tokens.js';
 
 /** How long an emailed link stays valid. */
 export const VERIFICATION_TTL_MS = 48 * 3_600_000;
 export const RESET_TTL_MS = 2 * 3_600_000;
+/** How far the ban sweep's clock may run ahead of the one that times commands. */
+const CLOCK_TOLERANCE_MS = 60_000;
 
 /**
  * What the user aggregate decides on. Times, ids, nonces and hashes come in the command (the
@@ -31,9 +33,9 @@ export type UserCommand =
   | { type: 'change-password'; passwordHash: string; at: Date }
   | { type: 'request-password-reset'; nonce: string; at: Date }
   | { type: 'reset-password'; nonce: string; passwordHash: string; at: Date }
-  | { type: 'ban'; reason: string; until: Date | null; by: string; at: Date }
+  | { type: 'ban'; reason: string; until: Date | null; by: string; byPermissions: readonly Permission[]; at: Date }
   | { type: 'unban'; by: string; at: Date }
-  | { type: 'expire-ban'; at: Date }
+  | { type: 'expire-ban'; until: string; at: Date }
   | { type: 'grant-role' | 'revoke-role'; role: Role; by: string; at: Date }
   | { type: 'grant-permission' | 'revoke-permission'; permission: Permission; by: string; at: Date };
 
@@ -138,6 +140,9 @@ export const userDecider: Decider<UserCommand, UserEvent, UserState> = {
         };
       case 'ban': {
         if (command.by === userId) throw authErrors.cannotTargetSelf('ban');
+        // A moderator may not ban an admin: the banned user's permissions must all be the banner's.
+        const held = effectivePermissions(facts.roles, facts.grantedPermissions, facts.revokedPermissions);
+        if (held.some((p) => !command.byPermissions.includes(p))) throw authErrors.outranked();
         if (command.until !== null && command.until.getTime() <= command.at.getTime()) throw authErrors.banEndInPast();
         const until = command.until === null ? null : command.until.toISOString();
         return {
@@ -157,8 +162,11 @@ export const userDecider: Decider<UserCommand, UserEvent, UserState> = {
         if (!facts.banned) throw authErrors.notBanned();
         return { type: 'AuthUserUnbanned', data: { userId, by: command.by, at, user: unbanned(facts) } };
       case 'expire-ban':
-        // Sent by the ban expiry sweep; a ban lifted or renewed meanwhile stays as it is.
-        if (!facts.banned || facts.bannedUntil === null || Date.parse(facts.bannedUntil) > command.at.getTime()) return null;
+        // Sent by the ban expiry sweep for the ban it found due (by its own clock, which may run
+        // a little ahead of the one that timed this command); a ban lifted or renewed meanwhile
+        // stays as it is.
+        if (!facts.banned || facts.bannedUntil === null || facts.bannedUntil !== command.until) return null;
+        if (Date.parse(command.until) - command.at.getTime() > CLOCK_TOLERANCE_MS) return null;
         return { type: 'AuthUserUnbanned', data: { userId, by: null, at, user: unbanned(facts) } };
       case 'grant-role':
         if (facts.roles.includes(command.role)) return null;

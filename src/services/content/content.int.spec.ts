@@ -245,16 +245,23 @@ describe('users as content knows them', () => {
     expect(r.statusCode).toBe(200);
     const shown = await eventually(async () => {
       const page = await content('GET', `/threads/${t.id}/posts`);
-      return page.body.items[0].author.nickname === renamed ? page.body : undefined;
+      return page.body.items?.[0]?.author.nickname === renamed ? page.body : undefined;
     });
     expect(shown.items[0].author.userId).toBe(u.userId);
     const listing = await content('GET', `/sections/${sectionId}/threads`);
     expect(listing.body.items[0].author.nickname).toBe(renamed);
+    // The section's last post shows it too.
+    expect((await content('GET', `/sections/${sectionId}`)).body.lastPost).toMatchObject({
+      authorId: u.userId,
+      authorNickname: renamed,
+    });
   });
 
   it('keeps permissions right after Redis is flushed: bans hold, moderators moderate', async () => {
     const { sectionId } = await section();
     const member = await signedInUser(sys);
+    // Someone content never had to fetch: only auth's notifications stream can bring them back.
+    const bystander = await signedInUser(sys);
     const t = await ok('POST', `/sections/${sectionId}/threads`, { body: { title: 'Before flush', body: 'x' }, as: member });
     const banned = await sys.app.inject({
       method: 'PUT',
@@ -278,7 +285,8 @@ describe('users as content knows them', () => {
     const other = await signedInUser(sys);
     expect((await content('PUT', `/threads/${t.id}/lock`, { body: { reason: 'x' }, as: other })).status).toBe(403);
     // The replicas come back from auth's notifications stream by themselves.
-    await eventually(async () => ((await sys.redis.content.get(`content-users:${member.userId}`)) !== null ? true : undefined));
+    const back = await eventually(async () => (await sys.redis.content.get(`content-users:${bystander.userId}`)) ?? undefined);
+    expect(JSON.parse(back).value).toMatchObject({ userId: bystander.userId, nickname: bystander.nickname });
   });
 
   it("refuses an access token issued before the user's sessions ended", async () => {
@@ -299,6 +307,40 @@ describe('users as content knows them', () => {
     expect(refused.body.code).toBe('token-revoked');
     const fresh = { ...u, accessToken: changed.json().accessToken as string };
     await ok('POST', `/sections/${sectionId}/threads`, { body: { title: 'new token', body: 'x' }, as: fresh });
+  });
+});
+
+describe('retries', () => {
+  it('answers a post retried with its Idempotency-Key with the first result, storing it once', async () => {
+    const { sectionId } = await section();
+    const u = await signedInUser(sys);
+    const t = await ok('POST', `/sections/${sectionId}/threads`, { body: { title: 'Retry', body: 'x' }, as: u });
+    const send = (body: string) =>
+      sys.app.inject({
+        method: 'POST',
+        url: `/api/content/threads/${t.id}/posts`,
+        payload: { body },
+        headers: { authorization: `Bearer ${u.accessToken}`, 'idempotency-key': 'post-1' },
+      });
+    const first = await send('once');
+    const again = await send('once');
+    expect(first.statusCode).toBe(201);
+    expect(again.statusCode).toBe(201);
+    expect(again.json().id).toBe(first.json().id);
+    expect((await send('another text')).json().code).toBe('idempotency-key-reused');
+    const page = await content('GET', `/threads/${t.id}/posts`, { minPosition: first.json().position });
+    expect(page.body.items.map((p: any) => p.body)).toEqual(['x', 'once']);
+  });
+
+  it("hides a deleted thread's text in its posts' edit history too", async () => {
+    const { sectionId } = await section();
+    const u = await signedInUser(sys);
+    const t = await ok('POST', `/sections/${sectionId}/threads`, { body: { title: 'Secret', body: 'v1' }, as: u });
+    const e = await ok('PATCH', `/posts/${t.firstPostId}`, { body: { body: 'secret v2' }, as: u, minPosition: t.position });
+    const d = await ok('DELETE', `/threads/${t.id}`, { as: u, minPosition: e.position });
+    const edits = await content('GET', `/posts/${t.firstPostId}/edits`, { minPosition: d.position });
+    expect(edits.body.items).toHaveLength(1);
+    expect(edits.body.items[0].body).toBeNull();
   });
 });
 

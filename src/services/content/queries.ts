@@ -18,17 +18,19 @@ export function authorView(userId: string, recorded: string, authors: Authors): 
 
 export function createQueries(db: Kysely<ContentReadDb>) {
   return {
-    async categories() {
+    /** Categories with their sections; `authors` gives the last posts' authors as content knows them. */
+    async categories(authorsOf: (ids: string[]) => Promise<Authors>) {
       const [categories, sections] = await Promise.all([
         db.selectFrom('categories').selectAll().where('deleted', '=', false).orderBy('position').orderBy('name').execute(),
         db.selectFrom('sections').selectAll().where('deleted', '=', false).orderBy('position').orderBy('name').execute(),
       ]);
+      const authors = await authorsOf(sections.flatMap((s) => (s.last_post_author_id === null ? [] : [s.last_post_author_id])));
       return categories.map((c) => ({
         id: c.id,
         name: c.name,
         description: c.description,
         position: c.position,
-        sections: sections.filter((s) => s.category_id === c.id).map(sectionView),
+        sections: sections.filter((s) => s.category_id === c.id).map((s) => sectionView(s, authors)),
       }));
     },
     category: (id: string) =>
@@ -105,7 +107,7 @@ export function createQueries(db: Kysely<ContentReadDb>) {
 }
 export type Queries = ReturnType<typeof createQueries>;
 
-export function sectionView(s: SectionRow) {
+export function sectionView(s: SectionRow, authors: Authors) {
   return {
     id: s.id,
     categoryId: s.category_id,
@@ -121,7 +123,11 @@ export function sectionView(s: SectionRow) {
             postId: s.last_post_id,
             at: s.last_post_at.toISOString(),
             authorId: s.last_post_author_id,
-            authorNickname: s.last_post_author_nickname,
+            // The author's nickname as content knows it now, not as it was when they posted.
+            authorNickname:
+              s.last_post_author_id === null
+                ? s.last_post_author_nickname
+                : authorView(s.last_post_author_id, s.last_post_author_nickname ?? '', authors).nickname,
           },
   };
 }

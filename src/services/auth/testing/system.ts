@@ -9,7 +9,7 @@ import { freshDatabase, type TestDatabase } from '../../../projections/testing/p
 import { startNatsServer, startRedisServer, type TestServer } from '../../../testing/servers.js';
 import { startSmtpServer, type TestSmtpServer } from '../../../testing/smtp.js';
 import { createMailingService, type MailingService } from '../../mailing/index.js';
-import { createAuthService, type AuthLimits, type AuthService } from '../index.js';
+import { createAuthService, DEFAULT_LIMITS, type AuthLimits, type AuthService } from '../index.js';
 
 export const TEST_JWT_SECRET = 'auth-tests-secret-0123456789abcdef0123456789';
 export const PUBLIC_URL = 'http://forum.test';
@@ -60,7 +60,8 @@ export async function startAuthSystem(
       commandTimeoutMs: 5_000,
       readYourWritesTimeoutMs: 2_000,
       banSweepMs: opts.banSweepMs ?? 200,
-      ...(opts.limits === undefined ? {} : { limits: opts.limits }),
+      // Every test request comes from one address: per-IP sign-up limits are raised unless a test sets its own.
+      limits: opts.limits ?? { ...DEFAULT_LIMITS, signUp: { perIp: 1_000_000, perAccount: 1_000, windowSeconds: 60 } },
     });
     const mailing: MailingService = createMailingService({
       runtime: mailingRuntime,
