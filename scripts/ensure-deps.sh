@@ -2,7 +2,7 @@
 # Runs `npm ci` only when node_modules is missing or package-lock.json changed since the last
 # install (npm writes node_modules/.package-lock.json on every install), and installs Debian's
 # Chromium when it is missing (the browser test of the API docs, src/http/docs-ui.int.spec.ts,
-# runs it headless).
+# runs it headless), and nginx when it is missing (the gateway test runs it).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -33,4 +33,15 @@ apt_install() {
 
 if ! command -v chromium >/dev/null 2>&1; then
   apt_install chromium
+fi
+
+# nginx: the gateway test (src/gateway.int.spec.ts) runs the gateway's configuration for real.
+# Debian starts the packaged server on port 80 when it can; the test runs its own instance.
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+  apt_install nginx-light
+fi
+
+# docker-compose (Debian's package): `npm test` checks compose.yaml with `docker-compose config`.
+if ! command -v docker-compose >/dev/null 2>&1; then
+  apt_install docker-compose
 fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole check, as CI runs it (`npm test`, from .ci/run): dependencies, the servers the
-# integration tests talk to, the typecheck, then every Vitest project (unit and integration).
+# integration tests talk to, the typecheck, the deployment files, then every Vitest project
+# (unit and integration; the gateway test runs nginx in front of two instances).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -9,6 +10,9 @@ bash scripts/ensure-services.sh
 
 echo "== typecheck: tsc -p tsconfig.json --noEmit"
 npx --no-install tsc -p tsconfig.json --noEmit
+
+echo "== deployment: compose.yaml (docker-compose config) and the gateway's nginx configuration (nginx -t)"
+bash scripts/check-compose.sh
 
 echo "== tests: vitest run"
 mkdir -p .tmp
