@@ -147,14 +147,24 @@ export function createAggregateRepository<Command, Event extends DomainEvent, St
     return { ...entry, sinceSnapshot: 0 };
   }
 
+  function blank(): Entry<State> {
+    return { state: decider.initialState, revision: 0, sinceSnapshot: 0, recent: [] };
+  }
+
   async function isStale(id: string, entry: Entry<State>): Promise<boolean> {
     return (await store.lastRevision(name, id)) !== entry.revision;
   }
 
   async function execute(id: string, command: Command, ctx: ExecuteContext): Promise<ExecuteResult> {
     return lock.run(id, async () => {
-      let fresh = cache.get(id) === undefined;
-      let entry = await loadEntry(id);
+      const cached = cache.get(id);
+      // An aggregate this instance has not seen, and whose history is short (no snapshots), is
+      // first decided on as if it were new: a creation then appends at once, expecting revision 0,
+      // without a read; if it exists, the append fails (ConcurrencyError) or the decision is
+      // re-checked (a rejection or a no-op), and it is read and decided again.
+      const guess = cached === undefined && snapshotEvery === 0;
+      let fresh = cached === undefined && !guess;
+      let entry = cached ?? (guess ? blank() : await loadEntry(id));
       if (ctx.since !== undefined && entry.recent.every((c) => c.commandId !== ctx.commandId)) {
         const earlier = await store.findCausedBy(name, id, ctx.commandId, ctx.since);
         if (earlier !== undefined) {
