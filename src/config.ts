@@ -31,6 +31,11 @@ export interface Config {
   readonly commandTimeoutMs: number;
   /** How long a query with `Obey-Min-Position` may wait for its read model. */
   readonly readYourWritesTimeoutMs: number;
+  /**
+   * `OTEL_EXPORTER_OTLP_ENDPOINT`: where spans go (OTLP over HTTP, `<endpoint>/v1/traces`);
+   * unset, tracing is off.
+   */
+  readonly otlpEndpoint: string | undefined;
 }
 
 export class ConfigError extends Error {
@@ -78,6 +83,7 @@ export function loadConfig(env: Env = process.env): Config {
       .filter((e) => e.length > 0),
     commandTimeoutMs: parseInteger('OBEY_COMMAND_TIMEOUT_MS', env.OBEY_COMMAND_TIMEOUT_MS, 5_000),
     readYourWritesTimeoutMs: parseInteger('OBEY_READ_YOUR_WRITES_TIMEOUT_MS', env.OBEY_READ_YOUR_WRITES_TIMEOUT_MS, 2_000),
+    otlpEndpoint: env.OTEL_EXPORTER_OTLP_ENDPOINT === '' ? undefined : env.OTEL_EXPORTER_OTLP_ENDPOINT,
   };
 }
 

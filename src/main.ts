@@ -16,6 +16,9 @@ import { createAuthService } from './services/auth/index.js';
 import { createMailingService } from './services/mailing/index.js';
 import { createContentService } from './services/content/index.js';
 import { createAlertsService } from './services/alerts/index.js';
+import { createMetrics, observeEmailOutcome } from './observability/metrics.js';
+import { registerMetricsRoute } from './observability/metrics-route.js';
+import { createTracing } from './observability/tracing.js';
 
 const SERVICES = ['auth', 'content', 'alerts', 'mailing'] as const;
 const DESCRIPTIONS: Record<(typeof SERVICES)[number], string> = {
@@ -52,6 +55,13 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   const services = (requested.length === 0 ? [...SERVICES] : requested) as ServiceName[];
+  // Before anything that sends, handles or serves: the platform traces and counts from then on.
+  const tracing = await createTracing({
+    serviceName: `obeyforum:${services.join(',')}`,
+    serviceVersion: VERSION,
+    otlpEndpoint: config.otlpEndpoint,
+  });
+  const metrics = createMetrics();
 
   const nats = await connectNats({
     url: config.natsUrl,
@@ -144,11 +154,14 @@ async function main(): Promise<void> {
       smtpUrl: config.smtpUrl,
       mailFrom: config.mailFrom,
       concurrency: config.mailingConcurrency,
+      onOutcome: observeEmailOutcome,
     });
     await mailing.start();
     running.push({ name: 'mailing', stop: () => mailing.stop(), ready: () => mailing.ready() });
   }
 
+  await app.after();
+  registerMetricsRoute(app, metrics);
   const Health = openObject({
     status: Type.String({ enum: ['ok', 'unavailable'] }),
     checks: Type.Record(Type.String(), Type.String(), { description: "Each dependency's answer: `ok`, or `error`'s reason" }),
@@ -200,6 +213,8 @@ async function main(): Promise<void> {
     for (const r of runtimes) await r.stop();
     await nats.nc.drain();
     await Promise.allSettled(closers.map((c) => c()));
+    // The spans of the last requests and commands are exported before the process ends.
+    await tracing.shutdown().catch((err: unknown) => log.warn({ err }, 'spans not exported'));
     log.info('stopped');
     process.exit(0);
   };

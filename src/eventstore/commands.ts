@@ -22,6 +22,8 @@ import type { Nats } from './nats.js';
 import { createAggregateRepository, type AggregateRepository } from './repository.js';
 import type { EventStore } from './store.js';
 import { serviceNames, type ServiceNames } from './streams.js';
+import { trackCommand, watchConsumer, type CommandOutcomeLabel } from '../observability/metrics.js';
+import { currentTraceparent, inSpan, messageAttributes, startSpan, type SpanHandle } from '../observability/tracing.js';
 
 const HOUR = 3_600_000;
 /** How long a command's result is kept: a retry within this time gets the first answer. */
@@ -53,11 +55,7 @@ export interface CommandSender {
    * for its result. Past that the command stays safe in the stream and the outcome is
    * `pending`; {@link CommandSender.result} answers later.
    */
-  send<S extends TSchema>(
-    def: MessageDefinition<S>,
-    body: Static<S>,
-    opts: SendOptions,
-  ): Promise<CommandOutcome>;
+  send<S extends TSchema>(def: MessageDefinition<S>, body: Static<S>, opts: SendOptions): Promise<CommandOutcome>;
   /** The stored result of a command, undefined while it is pending or unknown. */
   result(service: string, commandId: string): Promise<CommandResult | undefined>;
 }
@@ -98,11 +96,7 @@ export function createCommandSender(nats: Nats, defaults: { timeoutMs: number })
     return (await storedResult(serviceNames(service), commandId))?.result;
   }
 
-  async function send<S extends TSchema>(
-    def: MessageDefinition<S>,
-    body: Static<S>,
-    opts: SendOptions,
-  ): Promise<CommandOutcome> {
+  async function send<S extends TSchema>(def: MessageDefinition<S>, body: Static<S>, opts: SendOptions): Promise<CommandOutcome> {
     const subject = def.subject;
     if (subject === undefined || !subject.includes('.commands.')) throw new Error(`${def.type} is not a command`);
     if (!def.validator.check(body)) throw new InvalidMessageError(`invalid ${def.type}`, def.validator.issues(body));
@@ -135,6 +129,18 @@ export function createCommandSender(nats: Nats, defaults: { timeoutMs: number })
       return s === undefined ? undefined : mine(s.result, s.payloadHash);
     };
     let timer: NodeJS.Timeout | undefined;
+    // The span covers the wait for the result too: the sender's view of the command's latency.
+    const span = startSpan(`send ${subject}`, {
+      kind: 'producer',
+      parent: opts.trace.traceparent,
+      attributes: messageAttributes({
+        service: names.service,
+        destination: subject,
+        messageId: commandId,
+        correlationId: opts.trace.correlationId,
+        type: def.type,
+      }),
+    });
     try {
       const ack = await nats.js.publish(subject, data, {
         msgID: commandId,
@@ -145,7 +151,7 @@ export function createCommandSender(nats: Nats, defaults: { timeoutMs: number })
             version: def.version,
             correlationId: opts.trace.correlationId,
             causationId: opts.trace.causationId,
-            traceparent: opts.trace.traceparent,
+            traceparent: span.traceparent,
           },
           { [PayloadHashHeader]: payloadHash },
         ),
@@ -157,10 +163,15 @@ export function createCommandSender(nats: Nats, defaults: { timeoutMs: number })
       }
       const timedOut = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), timeoutMs)));
       const r = (await Promise.race([answer, timedOut])) ?? (await stored());
+      span.setAttribute('obey.command.status', r?.status ?? 'pending');
       return r ?? { status: 'pending', commandId };
+    } catch (err) {
+      span.fail(err);
+      throw err;
     } finally {
       if (timer !== undefined) clearTimeout(timer);
       sub.unsubscribe();
+      span.end();
     }
   }
 
@@ -275,7 +286,7 @@ export function createCommandProcessor(opts: CommandProcessorOptions): CommandPr
           version: 1,
           correlationId: meta?.correlationId ?? commandId,
           causationId: commandId,
-          traceparent: meta?.traceparent,
+          traceparent: currentTraceparent(meta?.traceparent),
         },
         { [PayloadHashHeader]: payloadHash },
       ),
@@ -307,9 +318,31 @@ export function createCommandProcessor(opts: CommandProcessorOptions): CommandPr
     }
   }
 
-  async function handle(m: JsMsg): Promise<void> {
+  /** Handles one delivery in a consumer span, the child of the span that sent the command. */
+  function handle(m: JsMsg): Promise<void> {
     const commandId = m.headers?.get(Header.CommandId) || (m.headers?.get(Header.MsgId) ?? '');
-    const mlog = log.child({ seq: m.seq, subject: m.subject, commandId });
+    const correlationId = m.headers?.get(Header.CorrelationId) || undefined;
+    return inSpan(
+      `process ${m.subject}`,
+      {
+        kind: 'consumer',
+        parent: m.headers?.get(Header.TraceParent) || undefined,
+        attributes: messageAttributes({
+          service: names.service,
+          destination: m.subject,
+          messageId: commandId,
+          correlationId,
+          consumer: consumerName,
+        }),
+      },
+      (span) => handleCommand(m, commandId, correlationId, span),
+    );
+  }
+
+  async function handleCommand(m: JsMsg, commandId: string, correlationId: string | undefined, span: SpanHandle): Promise<void> {
+    const mlog = log.child({ seq: m.seq, subject: m.subject, commandId, correlationId });
+    const track = trackCommand(names.service, commandId);
+    let outcome: CommandOutcomeLabel = 'retried';
     // The sender states what identifies the command (commands come only from the service's own
     // senders); without it, the body does.
     const payloadHash = m.headers?.get(PayloadHashHeader) || hashOfMessage(m.data);
@@ -323,6 +356,7 @@ export function createCommandProcessor(opts: CommandProcessorOptions): CommandPr
           const same = stored.payloadHash === payloadHash;
           reply(commandId, same ? stored.result : rejected(commandId, keyReused()), payloadHash, meta);
           m.ack();
+          outcome = 'duplicate';
           return;
         }
       }
@@ -330,6 +364,7 @@ export function createCommandProcessor(opts: CommandProcessorOptions): CommandPr
       // Not invalid: during a rolling deploy a new command can reach an instance that does not
       // know it yet. Redelivered with backoff, it finds a newer instance, or is parked.
       if (handler === undefined) throw new Error(`no handler for ${m.subject} in this instance`);
+      track.named(handler.def.command.type);
       meta = decodeHeaders(m.headers);
       const { def, repo } = handler;
       if (meta.type !== def.command.type) throw new InvalidMessageError(`Message-Type ${meta.type} on ${m.subject}`);
@@ -358,8 +393,11 @@ export function createCommandProcessor(opts: CommandProcessorOptions): CommandPr
         result = rejected(commandId, err);
       }
       await settle(m, commandId, result, payloadHash, meta);
+      outcome = result.status;
     } catch (err) {
+      span.fail(err);
       if (err instanceof InvalidMessageError) {
+        outcome = 'invalid';
         mlog.warn({ error: err.message }, 'invalid command parked');
         await parkMessage(nats, names, { consumer: consumerName, msg: m, error: err.message });
         if (!isUuid(commandId)) {
@@ -372,6 +410,7 @@ export function createCommandProcessor(opts: CommandProcessorOptions): CommandPr
       }
       const deliveries = m.info.deliveryCount;
       if (deliveries >= maxDeliver) {
+        outcome = 'parked';
         mlog.error({ err, deliveries }, 'command failed repeatedly, parked');
         await parkMessage(nats, names, { consumer: consumerName, msg: m, error: errorText(err) });
         // Stored, so a client polling its status URL learns the outcome; a replay clears it.
@@ -386,6 +425,9 @@ export function createCommandProcessor(opts: CommandProcessorOptions): CommandPr
       }
       mlog.warn({ err, deliveries }, 'command failed, will be redelivered');
       m.nak(Math.min(delays.max, delays.initial * 2 ** (deliveries - 1)));
+    } finally {
+      track.done(outcome);
+      mlog.debug({ outcome, type: meta?.type }, 'command handled');
     }
   }
 
@@ -445,9 +487,11 @@ export function createCommandProcessor(opts: CommandProcessorOptions): CommandPr
     m.ack();
   }
 
+  let unwatch: (() => void) | undefined;
   return {
     async start() {
       await ensureConsumer();
+      unwatch = watchConsumer(nats, names.commandsStream, consumerName);
       loop = run();
     },
     async stop() {
@@ -455,6 +499,7 @@ export function createCommandProcessor(opts: CommandProcessorOptions): CommandPr
       current?.stop();
       await loop;
       await Promise.allSettled([...inFlight]);
+      unwatch?.();
     },
   };
 }

@@ -4,6 +4,7 @@ import { openCommandResults } from './commands.js';
 import { Header } from './headers.js';
 import type { Nats } from './nats.js';
 import type { ServiceNames } from './streams.js';
+import { countDeadLetter } from '../observability/metrics.js';
 
 /** Headers a parked message carries besides its original ones. */
 export const DeadLetterHeader = {
@@ -62,10 +63,12 @@ export async function parkMessage(nats: Nats, names: ServiceNames, input: ParkIn
   h.set(DeadLetterHeader.Error, input.error.replace(/[\r\n]+/g, ' ').slice(0, 4_000));
   h.set(DeadLetterHeader.Deliveries, String(msg.info.deliveryCount));
   h.set(DeadLetterHeader.FailedAt, new Date().toISOString());
-  await nats.js.publish(names.deadLetterSubject(input.consumer), msg.data, {
+  const ack = await nats.js.publish(names.deadLetterSubject(input.consumer), msg.data, {
     headers: h,
     msgID: `${msg.info.stream}:${msg.seq}:${input.consumer}`,
   });
+  // The same delivery parked again is stored once, and counted once.
+  if (!ack.duplicate) countDeadLetter(names.service, input.consumer);
 }
 
 /** A parked message as an operator sees it. */

@@ -20,6 +20,7 @@ import {
   STATUS_OF_KIND,
 } from './errors.js';
 import { decodeHeaders, decodeJson, encodeHeaders, encodeJson, Header, type MessageMeta, type TraceContext } from './headers.js';
+import { currentTraceparent, inSpan, messageAttributes } from '../observability/tracing.js';
 
 /** Headers of an error reply, as the NATS service protocol (ADR-32) defines them. */
 export const ServiceErrorHeader = {
@@ -181,7 +182,7 @@ export async function createServiceEndpoints(opts: ServiceEndpointsOptions): Pro
           endpointLog.error({ err, subject }, 'request subscription failed');
           return;
         }
-        const handling = serve(def, msg, stats, endpointLog);
+        const handling = serve(name, def, msg, stats, endpointLog);
         inFlight.add(handling);
         void handling.finally(() => inFlight.delete(handling));
       },
@@ -214,6 +215,7 @@ export async function createServiceEndpoints(opts: ServiceEndpointsOptions): Pro
 }
 
 async function serve<Req extends TSchema, Res extends TSchema>(
+  service: string,
   def: EndpointDefinition<Req, Res>,
   msg: Msg,
   stats: EndpointStats,
@@ -222,7 +224,23 @@ async function serve<Req extends TSchema, Res extends TSchema>(
   const start = process.hrtime.bigint();
   let reply: Reply;
   try {
-    reply = await answer(def, msg, endpointLog);
+    reply = await inSpan(
+      `serve ${msg.subject}`,
+      {
+        kind: 'server',
+        parent: msg.headers?.get(Header.TraceParent) || undefined,
+        attributes: messageAttributes({
+          service,
+          destination: msg.subject,
+          correlationId: msg.headers?.get(Header.CorrelationId) || undefined,
+        }),
+      },
+      async (span) => {
+        const r = await answer(def, msg, endpointLog);
+        if (r.error !== undefined) span.setAttribute('obey.error', r.error);
+        return r;
+      },
+    );
   } catch (err) {
     // answer() turns every failure into a reply; reaching here is a bug in this module.
     endpointLog.error({ err }, 'request not answered');
@@ -290,7 +308,7 @@ async function answer<Req extends TSchema, Res extends TSchema>(
       version: def.response.version,
       correlationId: meta.correlationId,
       causationId: undefined,
-      traceparent: meta.traceparent,
+      traceparent: currentTraceparent(meta.traceparent),
     }),
   };
 }
@@ -345,13 +363,32 @@ export async function request<Req extends TSchema, Res extends TSchema>(
 ): Promise<Static<Res>> {
   const subject = def.request.subject;
   if (subject === undefined) throw new Error(`${def.request.type} has no subject`);
+  return inSpan(
+    `request ${subject}`,
+    {
+      kind: 'client',
+      parent: opts.trace.traceparent,
+      attributes: messageAttributes({ destination: subject, correlationId: opts.trace.correlationId, type: def.request.type }),
+    },
+    (span) => exchange(nc, subject, def, body, opts, span.traceparent),
+  );
+}
+
+async function exchange<Req extends TSchema, Res extends TSchema>(
+  nc: NatsConnection,
+  subject: string,
+  def: RequestDefinition<Req, Res>,
+  body: Static<Req>,
+  opts: RequestOptions,
+  traceparent: string | undefined,
+): Promise<Static<Res>> {
   const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   const headers = encodeHeaders({
     type: def.request.type,
     version: def.request.version,
     correlationId: opts.trace.correlationId,
     causationId: opts.trace.causationId,
-    traceparent: opts.trace.traceparent,
+    traceparent,
   });
 
   let msg: Msg;

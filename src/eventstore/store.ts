@@ -5,6 +5,8 @@ import { ConcurrencyError } from './errors.js';
 import { decodeHeaders, decodeJson, encodeHeaders, encodeJson, type MessageMeta, type TraceContext } from './headers.js';
 import type { Nats } from './nats.js';
 import type { ServiceNames } from './streams.js';
+import { countConflict } from '../observability/metrics.js';
+import { inSpan, messageAttributes, tracingEnabled } from '../observability/tracing.js';
 
 /** An event as read back from a service's events stream. */
 export interface StoredEvent<Data = unknown> {
@@ -69,7 +71,27 @@ export function createJetStreamEventStore(opts: EventStoreOptions): EventStore {
   const timeout = opts.timeoutMs ?? 5_000;
   const attempts = opts.publishAttempts ?? 3;
 
-  async function append(input: AppendInput): Promise<AppendResult> {
+  function append(input: AppendInput): Promise<AppendResult> {
+    if (!tracingEnabled()) return publish(input, input.trace.traceparent);
+    const subject = names.eventSubject(input.aggregate, input.id);
+    return inSpan(
+      `append ${input.aggregate}`,
+      {
+        kind: 'producer',
+        parent: input.trace.traceparent,
+        attributes: messageAttributes({
+          service: names.service,
+          destination: subject,
+          correlationId: input.trace.correlationId,
+          type: input.event.type,
+        }),
+      },
+      // The event carries the append's own context: whatever handles it continues from there.
+      (span) => publish(input, span.traceparent),
+    );
+  }
+
+  async function publish(input: AppendInput, traceparent: string | undefined): Promise<AppendResult> {
     const subject = names.eventSubject(input.aggregate, input.id);
     const msgID = uuidv4();
     const data = encodeJson(input.event.data);
@@ -79,7 +101,7 @@ export function createJetStreamEventStore(opts: EventStoreOptions): EventStore {
         version: input.event.version,
         correlationId: input.trace.correlationId,
         causationId: input.trace.causationId,
-        traceparent: input.trace.traceparent,
+        traceparent,
       });
       try {
         const ack = await nats.js.publish(subject, data, {
@@ -91,6 +113,7 @@ export function createJetStreamEventStore(opts: EventStoreOptions): EventStore {
         return { position: ack.seq, duplicate: ack.duplicate };
       } catch (err) {
         if (err instanceof JetStreamApiError && err.code === 10071) {
+          countConflict(names.service, input.aggregate, input.trace.causationId);
           throw new ConcurrencyError(subject, input.expectedRevision, { cause: err });
         }
         if (err instanceof natsErrors.TimeoutError && attempt < attempts) continue;

@@ -12,6 +12,8 @@ import { v4 as uuidv4, validate as isUuid } from 'uuid';
 import type { ErrorBody, ErrorKind } from '../../schemas/platform.js';
 import type { CommandOutcome } from '../eventstore/commands.js';
 import { DomainError, STATUS_OF_KIND } from '../eventstore/errors.js';
+import { metricsEnabled, observeHttpRequest } from '../observability/metrics.js';
+import { activate, markTraceBound, startSpan, tracingEnabled, type SpanHandle } from '../observability/tracing.js';
 import { registerOpenApi } from './openapi.js';
 
 /** Headers of the read-your-writes protocol (DESIGN.md §3). */
@@ -30,17 +32,77 @@ export interface AppOptions {
 
 /**
  * A fastify instance with ObeyForum's conventions: errors as RFC 9457 problem+json with a
- * stable `code`, request ids from `X-Request-Id` (or fresh), correlation ids passed on. It never
- * listens by itself, so tests use `inject`.
+ * stable `code`, request ids from `X-Request-Id` (or fresh), correlation ids passed on, request
+ * logs carrying `correlationId` (and `traceId`). With tracing on (at build time) each request
+ * is a server span, the child of its `traceparent`; with metrics on, its latency is counted per
+ * route and status. It never listens by itself, so tests use `inject`.
  */
 export function buildApp(opts: AppOptions): FastifyInstance {
+  const traced = tracingEnabled();
+  const measured = metricsEnabled();
+  // The server span of each request, from its first moment (its logger is made before any hook).
+  const spans = new WeakMap<object, SpanHandle>();
   const app = Fastify({
     loggerInstance: opts.log as FastifyBaseLogger,
     bodyLimit: opts.bodyLimit ?? 64 * 1024,
     requestIdHeader: 'x-request-id',
     genReqId: () => uuidv4(),
     ...(opts.trustProxy === undefined ? {} : { trustProxy: opts.trustProxy }),
+    // Errors fastify answers before routing (a malformed URL, a path parameter too long) are
+    // problem+json too.
+    frameworkErrors(err, request, reply) {
+      const status = (err as FastifyError).statusCode ?? 400;
+      void problem(reply, request, status, {
+        code: fastifyCode(err as FastifyError),
+        kind: kindOfStatus(status),
+        message: status === 414 ? 'a path parameter is too long' : 'the URL is malformed',
+      });
+    },
+    childLoggerFactory(logger, bindings, childOptions, raw) {
+      const correlationId = correlationIdOfHeader(raw.headers['correlation-id'], String(bindings.reqId));
+      if (!traced) return logger.child({ ...bindings, correlationId }, childOptions);
+      const given = raw.headers.traceparent;
+      const span = startSpan(`${raw.method ?? 'HTTP'}`, {
+        kind: 'server',
+        parent: typeof given === 'string' ? given : undefined,
+        attributes: { 'http.request.method': raw.method ?? '', 'url.path': (raw.url ?? '').split('?')[0] ?? '' },
+      });
+      spans.set(raw, span);
+      const child = logger.child({ ...bindings, correlationId, traceId: span.traceId }, childOptions);
+      markTraceBound(child, span.traceId!);
+      return child;
+    },
   });
+
+  if (traced) {
+    // The span is made active for the hooks and then again for the handler: body parsing in
+    // between runs in the socket's context, not the request's.
+    const enter = (request: FastifyRequest, _reply: FastifyReply, done: () => void) => {
+      const span = spans.get(request.raw);
+      if (span === undefined) done();
+      else activate(span, done);
+    };
+    app.addHook('onRequest', enter);
+    app.addHook('preHandler', enter);
+    app.addHook('onRequestAbort', async (request) => {
+      const span = spans.get(request.raw);
+      span?.fail(new Error('request aborted'));
+      span?.end();
+    });
+  }
+  if (traced || measured) {
+    app.addHook('onResponse', async (request, reply) => {
+      const route = request.routeOptions.url ?? 'unmatched';
+      if (measured) observeHttpRequest(request.method, route, reply.statusCode, reply.elapsedTime / 1000);
+      const span = spans.get(request.raw);
+      if (span === undefined) return;
+      span.rename(`${request.method} ${route}`);
+      span.setAttribute('http.route', route);
+      span.setAttribute('http.response.status_code', reply.statusCode);
+      if (reply.statusCode >= 500) span.fail(`HTTP ${reply.statusCode}`);
+      span.end();
+    });
+  }
 
   // Bodies are checked strictly: a wrong type is an error, not coerced, and unknown properties
   // are refused rather than dropped. Query strings and path parameters are text and are coerced.
@@ -51,6 +113,18 @@ export function buildApp(opts: AppOptions): FastifyInstance {
 
   app.addHook('onRequest', async (request, reply) => {
     void reply.header('x-request-id', request.id);
+  });
+
+  // Text that cannot be stored or hashed as it is is refused at the door: a lone UTF-16
+  // surrogate (not well-formed Unicode, which canonical JSON refuses) or a NUL character (which
+  // Postgres text cannot hold: a command would be accepted and its event never projected).
+  app.addHook('preValidation', async (request) => {
+    const bad = badText(request.body) ?? badText(request.query) ?? badText(request.params);
+    if (bad !== undefined) {
+      throw new DomainError('invalid-text', 'invalid', 'text must be well-formed Unicode without NUL characters', {
+        issues: [{ path: bad, message: 'a lone surrogate or a NUL character' }],
+      });
+    }
   });
 
   app.setNotFoundHandler((request, reply) => {
@@ -96,6 +170,27 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   return app;
 }
 
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/**
+ * The path of the first string in `value` that is not storable text, if any. Iterative, so a
+ * body nested thousands deep cannot exhaust the stack.
+ */
+export function badText(value: unknown): string | undefined {
+  const stack: [unknown, string][] = [[value, '']];
+  while (stack.length > 0) {
+    const [v, path] = stack.pop()!;
+    if (typeof v === 'string') {
+      if (v.includes('\u0000') || LONE_SURROGATE.test(v)) return path || '/';
+    } else if (Array.isArray(v)) {
+      v.forEach((item, i) => stack.push([item, `${path}/${i}`]));
+    } else if (typeof v === 'object' && v !== null) {
+      for (const [k, item] of Object.entries(v)) stack.push([k, `${path}/${k}`], [item, `${path}/${k}`]);
+    }
+  }
+  return undefined;
+}
+
 function createAjv(options: AjvOptions): Ajv {
   const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: false, ...options });
   addFormats.default(ajv);
@@ -112,8 +207,11 @@ export function problem(reply: FastifyReply, request: FastifyRequest, status: nu
 
 /** The correlation id of a request: the client's `Correlation-Id` when it is a UUID, else the request id. */
 export function correlationIdOf(request: FastifyRequest): string {
-  const given = request.headers['correlation-id'];
-  return typeof given === 'string' && isUuid(given) ? given : request.id;
+  return correlationIdOfHeader(request.headers['correlation-id'], request.id);
+}
+
+function correlationIdOfHeader(given: string | string[] | undefined, requestId: string): string {
+  return typeof given === 'string' && isUuid(given) ? given : requestId;
 }
 
 /**

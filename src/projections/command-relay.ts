@@ -11,6 +11,7 @@ import type { StoredEvent } from '../eventstore/store.js';
 import { serviceNames, type ServiceNames } from '../eventstore/streams.js';
 import { createProjectionRunner, type ProjectionRunner } from './runner.js';
 import { SourceSequenceHeader } from './relay.js';
+import { inSpan, messageAttributes } from '../observability/tracing.js';
 
 /** A command to send for an event. */
 export interface RelayedCommand {
@@ -84,20 +85,36 @@ export function createCommandRelay(opts: CommandRelayOptions): ProjectionRunner 
             const source = `${opts.stream ?? names.eventsStream}:${e.position}`;
             const commandId = uuidv5(`${source}:${i}`, '9a3e1c52-1f0e-4c55-8d0b-1d8f1f0c7a11');
             const target = serviceNames(def.subject.split('.')[0] ?? '');
-            await nats.js.publish(def.subject, JSON.stringify(c.data), {
-              msgID: commandId,
-              expect: { streamName: target.commandsStream },
-              headers: encodeHeaders(
-                {
-                  type: def.type,
-                  version: def.version,
+            const subject = def.subject;
+            await inSpan(
+              `send ${subject}`,
+              {
+                kind: 'producer',
+                parent: e.meta.traceparent,
+                attributes: messageAttributes({
+                  service: names.service,
+                  destination: subject,
+                  messageId: commandId,
                   correlationId: e.meta.correlationId,
-                  causationId: source,
-                  traceparent: e.meta.traceparent,
-                },
-                { [SourceSequenceHeader]: String(e.position) },
-              ),
-            });
+                  type: def.type,
+                }),
+              },
+              (span) =>
+                nats.js.publish(subject, JSON.stringify(c.data), {
+                  msgID: commandId,
+                  expect: { streamName: target.commandsStream },
+                  headers: encodeHeaders(
+                    {
+                      type: def.type,
+                      version: def.version,
+                      correlationId: e.meta.correlationId,
+                      causationId: source,
+                      traceparent: span.traceparent,
+                    },
+                    { [SourceSequenceHeader]: String(e.position) },
+                  ),
+                }),
+            );
           }
         }
         await checkpoints.put(key, String(upTo));

@@ -8,6 +8,7 @@ import type { StoredEvent } from '../eventstore/store.js';
 import type { ServiceNames } from '../eventstore/streams.js';
 import { InvalidMessageError } from '../eventstore/errors.js';
 import { createProjectionRunner, type ProjectionRunner, type ProjectionTarget } from './runner.js';
+import { inSpan, messageAttributes } from '../observability/tracing.js';
 
 /** The header naming the events-stream position a notification was derived from. */
 export const SourceSequenceHeader = 'Obey-Source-Sequence';
@@ -104,7 +105,35 @@ export function createNotificationRelay(opts: RelayOptions): ProjectionRunner {
     if (def.subject === undefined) throw new Error(`${def.type} has no subject`);
     // The first (usually only) notification of an event keeps the plain id.
     const msgID = index === 0 ? `${names.eventsStream}:${e.position}` : `${names.eventsStream}:${e.position}:${index}`;
-    await nats.js.publish(def.subject, JSON.stringify(n.data), {
+    const subject = def.subject;
+    await inSpan(
+      `send ${subject}`,
+      {
+        kind: 'producer',
+        parent: e.meta.traceparent,
+        attributes: messageAttributes({
+          service: names.service,
+          destination: subject,
+          messageId: msgID,
+          correlationId: e.meta.correlationId,
+          type: def.type,
+        }),
+      },
+      (span) => publishNotification(subject, e, n, msgID, index, count, span.traceparent),
+    );
+  }
+
+  async function publishNotification(
+    subject: string,
+    e: StoredEvent,
+    n: Notification,
+    msgID: string,
+    index: number,
+    count: number,
+    traceparent: string | undefined,
+  ): Promise<void> {
+    const def = n.definition;
+    await nats.js.publish(subject, JSON.stringify(n.data), {
       msgID,
       expect: { streamName: names.notificationsStream },
       headers: encodeHeaders(
@@ -113,7 +142,7 @@ export function createNotificationRelay(opts: RelayOptions): ProjectionRunner {
           version: def.version,
           correlationId: e.meta.correlationId,
           causationId: msgID,
-          traceparent: e.meta.traceparent,
+          traceparent,
         },
         count === 1
           ? { [SourceSequenceHeader]: String(e.position) }

@@ -5,10 +5,13 @@ import type { TSchema } from 'typebox';
 import type { MessageDefinition } from '../../schemas/message.js';
 import { parkMessage } from '../eventstore/dead-letters.js';
 import { InvalidMessageError } from '../eventstore/errors.js';
+import { Header } from '../eventstore/headers.js';
 import type { Lease, Leases } from '../eventstore/leases.js';
 import type { Nats } from '../eventstore/nats.js';
 import { toStoredEvent, type StoredEvent } from '../eventstore/store.js';
 import type { ServiceNames } from '../eventstore/streams.js';
+import { watchConsumer, watchProjection } from '../observability/metrics.js';
+import { messageAttributes, startSpan, tracingEnabled, type SpanHandle } from '../observability/tracing.js';
 
 /**
  * Where a projection writes. `apply` must store the events' effects and the checkpoint
@@ -127,6 +130,8 @@ export function createProjectionRunner(opts: ProjectionRunnerOptions): Projectio
   // Queries waiting for a position: one poll of the checkpoint serves them all.
   const positionWaiters = new Map<(reached: boolean) => void, number>();
   let polling = false;
+  // With tracing on, the spans of the batch being applied, by sequence.
+  let batchSpans: Map<number, SpanHandle> | undefined;
 
   // Only a runner that watches the checkpoint replays what a target refuses after a loss.
   const guard = () => (target.watchCheckpoint === false ? undefined : committed);
@@ -182,7 +187,9 @@ export function createProjectionRunner(opts: ProjectionRunnerOptions): Projectio
   }
 
   async function park(m: JsMsg, error: string): Promise<void> {
-    log.error({ seq: m.seq, subject: m.subject, error }, 'message parked');
+    const correlationId = m.headers?.get(Header.CorrelationId) || undefined;
+    log.error({ seq: m.seq, subject: m.subject, correlationId, error }, 'message parked');
+    batchSpans?.get(m.seq)?.fail(error);
     await retryForever(() => parkMessage(nats, names, { consumer: source.name, msg: m, error }), 'park');
   }
 
@@ -228,16 +235,67 @@ export function createProjectionRunner(opts: ProjectionRunnerOptions): Projectio
     }
   }
 
+  /**
+   * With tracing on, each event is applied in a consumer span of its own, the child of the
+   * span that appended (or published) it; the event handed to the target carries that span's
+   * `traceparent`, so what the target publishes or appends for it continues the trace.
+   */
+  function traced(events: { m: JsMsg; e: StoredEvent }[]): { m: JsMsg; e: StoredEvent }[] {
+    batchSpans = new Map();
+    return events.map(({ m, e }) => {
+      const span = startSpan(`apply ${source.name}`, {
+        kind: 'consumer',
+        parent: e.meta.traceparent,
+        attributes: {
+          ...messageAttributes({
+            service: names.service,
+            destination: e.subject,
+            correlationId: e.meta.correlationId,
+            consumer: source.name,
+            type: e.type,
+          }),
+          'obey.position': e.position,
+        },
+      });
+      batchSpans!.set(m.seq, span);
+      return { m, e: { ...e, meta: { ...e.meta, traceparent: span.traceparent } } };
+    });
+  }
+
+  function logApplied(events: readonly { e: StoredEvent }[]): void {
+    if (!log.isLevelEnabled('debug')) return;
+    for (const { e } of events) {
+      const traceId = batchSpans?.get(e.position)?.traceId;
+      log.debug(
+        { seq: e.position, type: e.type, correlationId: e.meta.correlationId, ...(traceId === undefined ? {} : { traceId }) },
+        'event applied',
+      );
+    }
+  }
+
   async function processBatch(msgs: JsMsg[]): Promise<void> {
+    try {
+      await applyBatch(msgs);
+    } finally {
+      if (batchSpans !== undefined) for (const span of batchSpans.values()) span.end();
+      batchSpans = undefined;
+    }
+  }
+
+  async function applyBatch(msgs: JsMsg[]): Promise<void> {
     const keepAlive = () => {
       for (const m of msgs) m.working();
     };
-    const events: { m: JsMsg; e: StoredEvent }[] = [];
+    let events: { m: JsMsg; e: StoredEvent }[] = [];
     for (const m of msgs) {
       try {
         const e = toStoredEvent(m);
         const def = catalog.get(e.type);
         if (def === undefined) continue;
+        // A version this code does not know is refused, never read as if it were the known one.
+        if (e.version !== def.version) {
+          throw new InvalidMessageError(`${e.type} version ${e.version}; this projection knows version ${def.version}`);
+        }
         if (!def.validator.check(e.data)) throw new InvalidMessageError(`invalid ${e.type}`, def.validator.issues(e.data));
         events.push({ m, e });
       } catch (err) {
@@ -245,6 +303,7 @@ export function createProjectionRunner(opts: ProjectionRunnerOptions): Projectio
         await park(m, err.message);
       }
     }
+    if (tracingEnabled()) events = traced(events);
     const last = msgs[msgs.length - 1];
     if (last === undefined) return;
     const upTo = last.seq;
@@ -264,6 +323,7 @@ export function createProjectionRunner(opts: ProjectionRunnerOptions): Projectio
         last.ack();
         committed = upTo;
         notify();
+        logApplied(events);
         return;
       }
       log.warn({ err, from: msgs[0]?.seq, upTo }, 'batch failed, applying its events one by one');
@@ -273,6 +333,7 @@ export function createProjectionRunner(opts: ProjectionRunnerOptions): Projectio
     last.ack();
     committed = upTo;
     notify();
+    logApplied(events);
   }
 
   async function consumeWhileLeader(): Promise<void> {
@@ -354,29 +415,38 @@ export function createProjectionRunner(opts: ProjectionRunnerOptions): Projectio
     }
   }
 
+  async function status(): Promise<ProjectionStatus> {
+    const checkpoint = await target.checkpoint();
+    let lag: number | null = null;
+    try {
+      const ci = await nats.jsm.consumers.info(source.stream, source.name);
+      lag = ci.num_pending + ci.num_ack_pending;
+    } catch {
+      lag = null;
+    }
+    return { name: source.name, leader: lease?.held ?? false, checkpoint, lag };
+  }
+
+  let unwatch: (() => void)[] = [];
   return {
     name: source.name,
     start() {
-      if (running === undefined) running = run();
+      if (running !== undefined) return;
+      unwatch = [
+        watchProjection({ name: source.name, stream: source.stream, status }),
+        watchConsumer(nats, source.stream, source.name),
+      ];
+      running = run();
     },
     async stop() {
       stopped = true;
       current?.stop();
       await lease?.release();
       await running?.catch(() => undefined);
+      for (const u of unwatch) u();
       notify();
     },
-    async status() {
-      const checkpoint = await target.checkpoint();
-      let lag: number | null = null;
-      try {
-        const ci = await nats.jsm.consumers.info(source.stream, source.name);
-        lag = ci.num_pending + ci.num_ack_pending;
-      } catch {
-        lag = null;
-      }
-      return { name: source.name, leader: lease?.held ?? false, checkpoint, lag };
-    },
+    status,
     async waitForPosition(position, timeoutMs) {
       return new Promise<boolean>((resolve) => {
         const settle = (reached: boolean) => {

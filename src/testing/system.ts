@@ -15,6 +15,11 @@ import {
 } from '../services/content/index.js';
 import { createMailingService, type MailingService } from '../services/mailing/index.js';
 import { createAlertsService, type AlertsService } from '../services/alerts/index.js';
+import { createMetrics, observeEmailOutcome, type Metrics } from '../observability/metrics.js';
+import { registerMetricsRoute } from '../observability/metrics-route.js';
+import { createTracing } from '../observability/tracing.js';
+import type { Logger } from '../log.js';
+import type { SpanExporter } from '@opentelemetry/sdk-trace-node';
 import { startNatsServer, startRedisServer, type TestServer } from './servers.js';
 import { startSmtpServer, type TestSmtpServer } from './smtp.js';
 
@@ -36,6 +41,8 @@ export interface TestSystem {
   readonly content: ContentService;
   readonly alerts: AlertsService;
   readonly runtimes: Readonly<Record<'auth' | 'content' | 'alerts' | 'mailing', ServiceRuntime>>;
+  /** The process's metrics, served at `GET /metrics`. */
+  readonly metrics: Metrics;
   stop(): Promise<void>;
 }
 
@@ -45,6 +52,10 @@ export async function startTestSystem(
     contentLimits?: ContentLimits;
     /** Sees every route as it is registered (fastify's `onRoute` hook). */
     onRoute?: (route: RouteOptions) => void;
+    /** The logger of the app and every service (default: silent, or `LOG_LEVEL`). */
+    log?: Logger;
+    /** Turns tracing on for the process, every span handed to this exporter as it ends. */
+    spanExporter?: SpanExporter;
   } = {},
 ): Promise<TestSystem> {
   const [natsServer, authRedisServer, contentRedisServer, alertsRedisServer, smtp, authDb, contentDb] = await Promise.all([
@@ -56,6 +67,9 @@ export async function startTestSystem(
     freshDatabase(),
     freshDatabase(),
   ]);
+  const log = opts.log ?? testLog;
+  const tracing = await createTracing({ serviceName: 'obeyforum-test', exporter: opts.spanExporter });
+  const metrics = createMetrics();
   // A start that fails half way must not leave servers and databases behind.
   try {
     const nats = await connectNats({ url: natsServer.url, name: 'system-test' });
@@ -64,8 +78,7 @@ export async function startTestSystem(
       content: new Redis(contentRedisServer.url, { maxRetriesPerRequest: 3 }),
       alerts: new Redis(alertsRedisServer.url, { maxRetriesPerRequest: 3 }),
     };
-    const runtime = (svc: string) =>
-      createServiceRuntime(nats, svc, testLog, { version: '0.0.0', description: `${svc} under test` });
+    const runtime = (svc: string) => createServiceRuntime(nats, svc, log, { version: '0.0.0', description: `${svc} under test` });
     const runtimes = {
       auth: await runtime('auth'),
       content: await runtime('content'),
@@ -106,12 +119,15 @@ export async function startTestSystem(
       smtpUrl: smtp.url,
       mailFrom: 'ObeyForum <no-reply@forum.test>',
       retryDelayMs: { initial: 100, max: 1_000 },
+      onOutcome: observeEmailOutcome,
     });
-    const app = buildApp({ log: testLog, openapi: true });
+    const app = buildApp({ log, openapi: true });
     if (opts.onRoute !== undefined) app.addHook('onRoute', opts.onRoute);
     await app.register(async (scope) => auth.routes(scope), { prefix: '/api/auth' });
     await app.register(async (scope) => content.routes(scope), { prefix: '/api/content' });
     await app.register(async (scope) => alerts.routes(scope), { prefix: '/api/alerts' });
+    // After an awaited registration: the OpenAPI plugin sees the routes added once it is loaded.
+    registerMetricsRoute(app, metrics);
     await app.ready();
     await Promise.all([auth.start(), content.start(), alerts.start(), mailing.start()]);
     return {
@@ -125,6 +141,7 @@ export async function startTestSystem(
       content,
       alerts,
       runtimes,
+      metrics,
       async stop() {
         await app.close();
         await Promise.all([auth.stop(), content.stop(), alerts.stop(), mailing.stop()]);
@@ -142,9 +159,13 @@ export async function startTestSystem(
           authDb.drop(),
           contentDb.drop(),
         ]);
+        metrics.close();
+        await tracing.shutdown();
       },
     };
   } catch (err) {
+    metrics.close();
+    await tracing.shutdown();
     await Promise.allSettled([
       natsServer.stop(),
       authRedisServer.stop(),

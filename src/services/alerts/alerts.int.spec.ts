@@ -221,6 +221,29 @@ describe('reading alerts', () => {
     );
   });
 
+  it("shows each actor's current nickname, fetched from auth when alerts has no replica", async () => {
+    const ivy = await signedInUser(sys);
+    const jack = await signedInUser(sys);
+    const t = await ok('POST', `/api/content/sections/${sectionId}/threads`, { body: { title: 'Names', body: 'x' }, as: ivy });
+    await ok('POST', `/api/content/threads/${t.id}/posts`, { body: { body: 'from jack' }, as: jack });
+    const [alert] = await awaitAlerts(ivy, 1);
+    expect(alert.content.actor).toEqual({ userId: jack.userId, nickname: jack.nickname });
+
+    // Renamed: the alert shows the new nickname (the stored content keeps the old one).
+    const renamed = `j${randomBytes(4).toString('hex')}`;
+    await ok('PUT', '/api/auth/me/nickname', { body: { nickname: renamed }, as: jack });
+    const after = await eventually(async () => {
+      const [a] = (await alertsOf(ivy)).items;
+      return a.content.actor.nickname === renamed ? a : undefined;
+    });
+    expect(after).toEqual({ ...alert, content: { ...alert.content, actor: { userId: jack.userId, nickname: renamed } } });
+
+    // No replica of the actor in alerts' Redis: it is asked of auth, and kept.
+    await sys.redis.alerts.del(`alerts-users:${jack.userId}`);
+    expect((await alertsOf(ivy)).items[0].content.actor.nickname).toBe(renamed);
+    expect(await sys.redis.alerts.exists(`alerts-users:${jack.userId}`)).toBe(1);
+  });
+
   it('brings alerts and read states back from the stream when Redis is flushed', async () => {
     const gina = await signedInUser(sys);
     const hank = await signedInUser(sys);

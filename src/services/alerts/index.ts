@@ -16,7 +16,6 @@ import {
 import { openBucket } from '../../eventstore/buckets.js';
 import { createCommandProcessor, type CommandSender } from '../../eventstore/commands.js';
 import { RemoteError } from '../../eventstore/errors.js';
-import { createAggregateRepository } from '../../eventstore/repository.js';
 import { request } from '../../eventstore/requests.js';
 import type { ServiceRuntime } from '../../eventstore/service-runtime.js';
 import { serviceNames } from '../../eventstore/streams.js';
@@ -24,13 +23,15 @@ import { createCommandRelay } from '../../projections/command-relay.js';
 import { createRedisProjection } from '../../projections/redis.js';
 import { createReplicaCache } from '../../projections/replicas.js';
 import { createProjectionRunner, type ProjectionRunner } from '../../projections/runner.js';
-import { alertAggregate } from './alert.js';
 import { alertsCommandHandlers } from './commands.js';
 import { emailsOf } from './emails.js';
 import { ALERTS_EVENTS } from './events.js';
 import { createAlertIntake } from './intake.js';
 import { createAlertQueries, inboxProjection } from './read-model.js';
 import { alertsRoutes } from './routes.js';
+
+/** The key prefix (and consumer) of the users' replicas in alerts' Redis. */
+const USERS_REPLICAS = 'alerts-users';
 
 export interface AlertsServiceOptions {
   readonly runtime: ServiceRuntime;
@@ -80,7 +81,7 @@ export function createAlertsService(opts: AlertsServiceOptions): AlertsService {
     instanceId,
     log,
     redis,
-    name: 'alerts-users',
+    name: USERS_REPLICAS,
     description:
       "alerts: replicas of auth's users (nickname; ban and tokens-valid-after to refuse ended sessions) in alerts' Redis.",
     stream: serviceNames('auth').notificationsStream,
@@ -94,7 +95,6 @@ export function createAlertsService(opts: AlertsServiceOptions): AlertsService {
       return r === null ? null : { id: userId, revision: r.user.revision, value: r.user };
     },
   });
-  const alerts = createAggregateRepository({ store, aggregate: alertAggregate, log });
   const processor = createCommandProcessor({
     nats,
     names,
@@ -125,7 +125,7 @@ export function createAlertsService(opts: AlertsServiceOptions): AlertsService {
     async routes(app) {
       await alertsRoutes(app, {
         sender,
-        queries: createAlertQueries(redis),
+        queries: createAlertQueries(redis, { replicaPrefix: USERS_REPLICAS }),
         users,
         async nicknames(ids) {
           const found = await users.getMany(ids);
@@ -152,7 +152,7 @@ export function createAlertsService(opts: AlertsServiceOptions): AlertsService {
           stream,
           events,
           checkpoints,
-          alerts,
+          store,
           // A user's first alert fetches their replica (for their nickname).
           recipient: (userId) => users.get(userId),
         });

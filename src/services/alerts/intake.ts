@@ -9,14 +9,14 @@ import {
   ContentThreadRepliedNotification,
 } from '../../../schemas/content.js';
 import type { MessageDefinition } from '../../../schemas/message.js';
+import { ConcurrencyError, InvalidMessageError } from '../../eventstore/errors.js';
 import type { Leases } from '../../eventstore/leases.js';
 import type { Nats } from '../../eventstore/nats.js';
-import type { AggregateRepository } from '../../eventstore/repository.js';
-import type { StoredEvent } from '../../eventstore/store.js';
+import type { EventStore, StoredEvent } from '../../eventstore/store.js';
 import type { ServiceNames } from '../../eventstore/streams.js';
 import { createProjectionRunner, type ProjectionRunner } from '../../projections/runner.js';
-import type { AlertCommand, AlertState } from './alert.js';
-import type { AlertContent } from './events.js';
+import { alertAggregate } from './alert.js';
+import { AlertRaised, type AlertContent } from './events.js';
 
 const NAMESPACE = '3f6b2a7c-8d1e-4b5a-9c0f-2e4d6a8b1c3e';
 
@@ -76,6 +76,13 @@ export function alertIdOf(e: StoredEvent, stream: string, userId: string): strin
  * idempotent (the alert's id comes from the notification), so a batch applied again after a
  * crash raises nothing twice. Invalid notifications are parked; anything else (auth unreachable
  * for a first-sight lookup, NATS down) is an outage, retried.
+ *
+ * A raise is the first event of its alert, so it is appended directly with expected revision 0
+ * rather than through the repository (no read of the aggregate's last revision, no lock, no cache
+ * entry for an aggregate touched once): the stream refuses the append if the alert has any event
+ * already, and that refusal (a ConcurrencyError) means the alert was raised before, which is what
+ * the decider would have answered (`raise` on a raised alert changes nothing). Marking read still
+ * goes through the decider (the command processor).
  */
 export function createAlertIntake(opts: {
   nats: Nats;
@@ -87,11 +94,39 @@ export function createAlertIntake(opts: {
   stream: string;
   events: readonly MessageDefinition<TSchema>[];
   checkpoints: KV;
-  alerts: AggregateRepository<AlertCommand, AlertState>;
+  store: EventStore;
   /** Called with each recipient before its alert is raised (first sight: the replica is fetched). */
   recipient(userId: string): Promise<unknown>;
 }): ProjectionRunner {
   const key = `intake.${opts.name}`;
+
+  /** Appends the alert's `AlertsAlertRaised`, unless the alert exists already. */
+  async function raise(alertId: string, userId: string, content: AlertContent, e: StoredEvent): Promise<void> {
+    const data = { alertId, userId, content, at: e.time.toISOString() };
+    if (!AlertRaised.validator.check(data)) {
+      throw new InvalidMessageError(`${alertAggregate.name}: an invalid ${AlertRaised.type}`, AlertRaised.validator.issues(data));
+    }
+    try {
+      await opts.store.append({
+        aggregate: alertAggregate.name,
+        id: alertId,
+        event: { type: AlertRaised.type, version: AlertRaised.version, data },
+        expectedRevision: 0,
+        // The causation is the raise's command id, as when raises went through the repository.
+        trace: {
+          correlationId: e.meta.correlationId,
+          causationId: uuidv5(`raise:${alertId}`, NAMESPACE),
+          traceparent: e.meta.traceparent,
+        },
+      });
+    } catch (err) {
+      // The alert has an event already: it was raised (by an earlier delivery of this batch,
+      // or by a copy of the notification). Nothing to do.
+      if (err instanceof ConcurrencyError) return;
+      throw err;
+    }
+  }
+
   return createProjectionRunner({
     nats: opts.nats,
     names: opts.names,
@@ -112,21 +147,23 @@ export function createAlertIntake(opts: {
         return e === null || e.operation !== 'PUT' ? 0 : Number(e.string()) || 0;
       },
       async apply(events, upTo) {
+        // A recipient's replica is looked up once per batch, however many of its alerts it has.
+        const recipients = new Map<string, Promise<unknown>>();
+        const recipient = (userId: string) => {
+          let p = recipients.get(userId);
+          if (p === undefined) {
+            p = opts.recipient(userId);
+            recipients.set(userId, p);
+          }
+          return p;
+        };
         // Alerts are aggregates of their own: a batch raises them side by side.
         await Promise.all(
           events.map(async (e) => {
             const a = alertOf(e);
             if (a === null) return;
-            await opts.recipient(a.userId);
-            const alertId = alertIdOf(e, opts.stream, a.userId);
-            await opts.alerts.execute(
-              alertId,
-              { type: 'raise', alertId, userId: a.userId, content: a.content, at: e.time },
-              {
-                commandId: uuidv5(`raise:${alertId}`, NAMESPACE),
-                trace: { correlationId: e.meta.correlationId, traceparent: e.meta.traceparent },
-              },
-            );
+            await recipient(a.userId);
+            await raise(alertIdOf(e, opts.stream, a.userId), a.userId, a.content, e);
           }),
         );
         await opts.checkpoints.put(key, String(upTo));

@@ -1,5 +1,7 @@
-import type { Redis } from 'ioredis';
-import type { AlertContent, AlertEvent, InboxEvent } from './events.js';
+import { createHash } from 'node:crypto';
+import type { ChainableCommander, Redis } from 'ioredis';
+import type { UserProfile } from '../../../schemas/auth.js';
+import type { AlertEvent, InboxEvent } from './events.js';
 import { ALERTS_EVENTS } from './events.js';
 import type { RedisProjectionDefinition } from '../../projections/redis.js';
 
@@ -31,6 +33,29 @@ end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 return 1`;
 
+/**
+ * Queues a script on a MULTI: its text (EVAL) the first time in that transaction, which loads it
+ * into Redis's script cache, and its SHA1 (EVALSHA) after that, so a batch of 500 alerts ships
+ * and hashes the text once rather than 500 times. EXEC runs a transaction's commands in order
+ * with nothing in between, so those EVALSHAs always find the script, whatever the cache held
+ * before (a restarted Redis, a SCRIPT FLUSH): no NOSCRIPT can happen, and the batch stays one
+ * MULTI guarded by the checkpoint, as before.
+ */
+function queuedScript(lua: string) {
+  const sha = createHash('sha1').update(lua).digest('hex');
+  const loaded = new WeakSet<ChainableCommander>();
+  return (tx: ChainableCommander, keys: readonly string[], args: readonly string[]) => {
+    if (loaded.has(tx)) {
+      tx.evalsha(sha, keys.length, ...keys, ...args);
+    } else {
+      loaded.add(tx);
+      tx.eval(lua, keys.length, ...keys, ...args);
+    }
+  };
+}
+const raise = queuedScript(RAISE);
+const readAll = queuedScript(READ_ALL);
+
 export const inboxProjection: RedisProjectionDefinition = {
   name: PREFIX,
   events: ALERTS_EVENTS,
@@ -40,17 +65,10 @@ export const inboxProjection: RedisProjectionDefinition = {
       switch (event.type) {
         case 'AlertsAlertRaised': {
           const d = event.data;
-          tx.eval(
-            RAISE,
-            3,
-            alertKey(d.alertId),
-            listKey(d.userId),
-            unreadKey(d.userId),
-            d.alertId,
-            d.userId,
-            JSON.stringify(d.content),
-            String(Date.parse(d.at)),
-            String(stored.position),
+          raise(
+            tx,
+            [alertKey(d.alertId), listKey(d.userId), unreadKey(d.userId)],
+            [d.alertId, d.userId, JSON.stringify(d.content), String(Date.parse(d.at)), String(stored.position)],
           );
           break;
         }
@@ -59,7 +77,7 @@ export const inboxProjection: RedisProjectionDefinition = {
           tx.zrem(unreadKey(event.data.userId), event.data.alertId);
           break;
         case 'AlertsAllAlertsRead':
-          tx.eval(READ_ALL, 1, unreadKey(event.data.userId), String(event.data.upTo), `${PREFIX}:alert:`);
+          readAll(tx, [unreadKey(event.data.userId)], [String(event.data.upTo), `${PREFIX}:alert:`]);
           break;
         default:
           break;
@@ -68,39 +86,145 @@ export const inboxProjection: RedisProjectionDefinition = {
   },
 };
 
-export interface AlertView {
-  readonly id: string;
-  readonly read: boolean;
-  readonly raisedAt: string;
-  readonly content: AlertContent;
+// A page of a user's alerts in one round trip. KEYS: the sorted set (all or unread). ARGV: the
+// highest position (`+inf` or `(<cursor>`), how many entries to read (the page's size plus one,
+// which tells whether there is a next page), the prefix of alert keys, the prefix of the users'
+// replica keys, the user's id. Answers three things. For each entry of the page: id, user,
+// content, raised time and read flag of its hash, its position, whether the content is a JSON
+// object (so it can be passed on as it is), the actor's id and nickname as stored, and the
+// actor's replica (nil when there is none). Then the position of the entry after the page, if
+// there is one. Then the user's own replica (the caller's check). Reads only.
+const PAGE = `
+local entries = redis.call('ZREVRANGEBYSCORE', KEYS[1], ARGV[1], '-inf', 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[2]))
+local size = math.min(#entries / 2, tonumber(ARGV[2]) - 1)
+local rows = {}
+for i = 1, size do
+  local id = entries[2 * i - 1]
+  local h = redis.call('HMGET', ARGV[3] .. id, 'id', 'userId', 'content', 'raisedAt', 'read')
+  local parsed, actorId, stored, replica = 0, false, false, false
+  if h[3] then
+    local ok, c = pcall(cjson.decode, h[3])
+    if ok and type(c) == 'table' then
+      parsed = 1
+      if type(c.actor) == 'table' and type(c.actor.userId) == 'string' then
+        actorId = c.actor.userId
+        stored = type(c.actor.nickname) == 'string' and c.actor.nickname or false
+        replica = redis.call('GET', ARGV[4] .. actorId)
+      end
+    end
+  end
+  rows[i] = { h[1], h[2], h[3], h[4], h[5], entries[2 * i], parsed, actorId, stored, replica }
+end
+local after = false
+if #entries / 2 > size then after = entries[2 * size + 2] end
+return { rows, after, redis.call('GET', ARGV[4] .. ARGV[5]) }`;
+
+/** One page of a user's alerts, its JSON written from the stored contents. */
+export interface AlertPage {
+  /** The cursor of the next page, null on the last. */
+  readonly next: number | null;
+  /**
+   * The page's JSON (`{ items, nextCursor }`), with each actor's nickname from `nicknames`
+   * (those of the page's replicas, and those the caller adds for actors without a replica), or
+   * as stored when there is none.
+   */
+  json(nicknames?: ReadonlyMap<string, string>): string;
+  /** Actors of the page with no replica in Redis. */
+  readonly missingActors: readonly string[];
+  /** The user's own replica, read in the same round trip; undefined when there is none. */
+  readonly user: UserProfile | undefined;
 }
 
+type PageRow = [
+  id: string | null,
+  userId: string | null,
+  content: string | null,
+  raisedAt: string | null,
+  read: string | null,
+  position: string,
+  parsed: number,
+  actorId: string | null,
+  storedNickname: string | null,
+  replica: string | null,
+];
+
 /** Reads of a user's alerts: newest first, `limit` at a time before a cursor (a position). */
-export function createAlertQueries(redis: Redis) {
+export function createAlertQueries(redis: Redis, opts: { readonly replicaPrefix: string }) {
+  const pageSha = createHash('sha1').update(PAGE).digest('hex');
+  const replicaPrefix = `${opts.replicaPrefix}:`;
+  // EVALSHA, and the script's text only when Redis does not know it (a restart, SCRIPT FLUSH).
+  // A read-only script: running it again changes nothing.
+  type PageReply = [rows: PageRow[], after: string | null, user: string | null];
+  const runPage = async (args: readonly (string | number)[]): Promise<PageReply> => {
+    try {
+      return (await redis.evalsha(pageSha, 1, ...args)) as PageReply;
+    } catch (err) {
+      if (!(err instanceof Error) || !err.message.startsWith('NOSCRIPT')) throw err;
+      return (await redis.eval(PAGE, 1, ...args)) as PageReply;
+    }
+  };
   return {
-    async list(userId: string, opts: { unread: boolean; limit: number; before?: number | undefined }) {
-      const key = opts.unread ? unreadKey(userId) : listKey(userId);
-      const max = opts.before === undefined ? '+inf' : `(${opts.before}`;
-      const ids = await redis.zrevrangebyscore(key, max, '-inf', 'WITHSCORES', 'LIMIT', 0, opts.limit + 1);
-      const entries: { id: string; position: number }[] = [];
-      for (let i = 0; i < ids.length; i += 2) entries.push({ id: ids[i]!, position: Number(ids[i + 1]) });
-      const page = entries.slice(0, opts.limit);
-      const pipeline = redis.pipeline();
-      for (const e of page) pipeline.hgetall(alertKey(e.id));
-      const rows = (await pipeline.exec()) ?? [];
-      const items: AlertView[] = [];
-      for (const [err, row] of rows) {
-        const h = row as Record<string, string> | null;
-        if (err !== null || h === null || h.id === undefined || h.userId !== userId) continue;
+    /**
+     * A page of the user's alerts in one round trip, the actors' current nicknames included
+     * (from the replicas), and the user's own replica. Only alerts whose hash names this user
+     * are listed.
+     */
+    async page(userId: string, o: { unread: boolean; limit: number; before?: number | undefined }): Promise<AlertPage> {
+      const key = o.unread ? unreadKey(userId) : listKey(userId);
+      const max = o.before === undefined ? '+inf' : `(${o.before}`;
+      const [rows, after, user] = await runPage([key, max, o.limit + 1, `${PREFIX}:alert:`, replicaPrefix, userId]);
+      const items: {
+        id: string;
+        read: boolean;
+        raisedAt: string;
+        content: string;
+        actor: string | null;
+        stored: string | null;
+      }[] = [];
+      const replicas = new Map<string, string>();
+      const missing = new Set<string>();
+      for (const [id, owner, content, raisedAt, read, , parsed, actorId, stored, replica] of rows) {
+        // A hash gone (a flush being replayed) or someone else's: not listed.
+        if (id === null || owner !== userId) continue;
+        // Content that is not a JSON object is parsed here, which fails as it always did.
+        const text = parsed === 1 && content !== null ? content : JSON.stringify(JSON.parse(content ?? '{}') as unknown);
         items.push({
-          id: h.id,
-          read: h.read === '1',
-          raisedAt: new Date(Number(h.raisedAt)).toISOString(),
-          content: JSON.parse(h.content ?? '{}') as AlertContent,
+          id,
+          read: read === '1',
+          raisedAt: new Date(Number(raisedAt)).toISOString(),
+          content: text,
+          actor: actorId,
+          stored,
         });
+        if (actorId === null || replicas.has(actorId)) continue;
+        const nickname = replica === null ? undefined : replicaOf(replica)?.nickname;
+        if (nickname === undefined) missing.add(actorId);
+        else replicas.set(actorId, nickname);
       }
-      const last = page.at(-1);
-      return { items, next: entries.length > opts.limit && last !== undefined ? last.position : null };
+      const last = rows.at(-1);
+      const next = after !== null && last !== undefined ? Number(last[5]) : null;
+      return {
+        next,
+        missingActors: [...missing],
+        user: user === null ? undefined : replicaOf(user),
+        json(added) {
+          const out: string[] = [];
+          for (const a of items) {
+            let content = a.content;
+            if (a.actor !== null) {
+              const nickname = replicas.get(a.actor) ?? added?.get(a.actor);
+              // The stored JSON as it is, unless the actor has been renamed since.
+              if (nickname !== undefined && nickname !== a.stored) {
+                const c = JSON.parse(content) as { actor: { nickname: string } };
+                c.actor = { ...c.actor, nickname };
+                content = JSON.stringify(c);
+              }
+            }
+            out.push(`{"id":${JSON.stringify(a.id)},"read":${a.read},"raisedAt":"${a.raisedAt}","content":${content}}`);
+          }
+          return `{"items":[${out.join(',')}],"nextCursor":${next === null ? 'null' : `"${next}"`}}`;
+        },
+      };
     },
     unreadCount: (userId: string) => redis.zcard(unreadKey(userId)),
     /** The position of the user's newest alert, 0 when none. */
@@ -109,4 +233,14 @@ export function createAlertQueries(redis: Redis) {
       return top.length === 2 ? Number(top[1]) : 0;
     },
   };
+}
+
+/** The user in a replica (`{ revision, value }`, as `createReplicaCache` keeps it); undefined when unreadable. */
+function replicaOf(raw: string): UserProfile | undefined {
+  try {
+    const value = (JSON.parse(raw) as { value?: UserProfile }).value;
+    return typeof value === 'object' && value !== null && typeof value.nickname === 'string' ? value : undefined;
+  } catch {
+    return undefined;
+  }
 }

@@ -3,7 +3,7 @@ import { Type, type Static } from 'typebox';
 import type { UserProfile } from '../../../schemas/auth.js';
 import { commandIdFromIdempotencyKey, type CommandSender } from '../../eventstore/commands.js';
 import { DomainError } from '../../eventstore/errors.js';
-import { awaitReadModel, correlationIdOf, PositionHeader } from '../../http/app.js';
+import { awaitReadModel, correlationIdOf, MinPositionHeader, PositionHeader } from '../../http/app.js';
 import { registerBearer } from '../../http/bearer.js';
 import { callerOf, type UserSource } from '../../http/caller.js';
 import { CommandDone, CommandPending, CommandStatus, describeRoute, openObject, PageOf } from '../../http/openapi.js';
@@ -48,6 +48,38 @@ export async function alertsRoutes(app: FastifyInstance, deps: AlertsRoutesDeps)
   const caller = async (request: FastifyRequest): Promise<UserProfile> => (await callerOf(request, deps.users)).user;
   const fresh = (request: FastifyRequest, reply: FastifyReply) =>
     awaitReadModel(request, reply, deps.waitForAlerts, deps.readYourWritesTimeoutMs);
+  /**
+   * The caller, and `query` of the caller's alerts. The query needs only the user id, which the
+   * verified token gives before the caller's replica is read: both go to Redis at once (or the
+   * query reads the replica itself: `callerFrom`), and the query's answer is dropped if the
+   * caller is refused (banned, sessions ended). A read that asks for `Obey-Min-Position` waits
+   * for the read model first, so its query comes after.
+   */
+  const asCaller = async <T>(
+    request: FastifyRequest,
+    reply: FastifyReply,
+    query: (userId: string) => Promise<T>,
+    callerFrom?: (result: T) => UserProfile | undefined,
+  ): Promise<{ user: UserProfile; result: T }> => {
+    if (request.headers[MinPositionHeader] !== undefined) {
+      const user = await caller(request);
+      await fresh(request, reply);
+      return { user, result: await query(user.userId) };
+    }
+    let early: { userId: string; result: Promise<T> } | undefined;
+    const { user } = await callerOf(request, {
+      // Called with the subject of the verified token; callerOf then checks the user.
+      get(userId) {
+        const result = query(userId);
+        result.catch(() => undefined); // awaited below unless the caller is refused
+        early = { userId, result };
+        if (callerFrom === undefined) return deps.users.get(userId);
+        // No replica yet: fetched from auth (and kept), as on first sight.
+        return result.then((r) => callerFrom(r) ?? deps.users.get(userId));
+      },
+    });
+    return { user, result: await (early?.userId === user.userId ? early.result : query(user.userId)) };
+  };
 
   app.get(
     '/',
@@ -64,30 +96,22 @@ export async function alertsRoutes(app: FastifyInstance, deps: AlertsRoutesDeps)
       },
     },
     async (request, reply) => {
-      const user = await caller(request);
-      await fresh(request, reply);
       const q = request.query as Static<typeof ListQuery>;
-      const page = await deps.queries.list(user.userId, {
-        unread: q.unread === true,
-        limit: q.limit ?? 20,
-        before: q.cursor === undefined ? undefined : Number(q.cursor),
-      });
-      const actors = page.items.flatMap((a) => ('actor' in a.content ? [a.content.actor.userId] : []));
-      const nicknames = await deps.nicknames(actors);
-      return {
-        items: page.items.map((a) =>
-          'actor' in a.content
-            ? {
-                ...a,
-                content: {
-                  ...a.content,
-                  actor: { ...a.content.actor, nickname: nicknames.get(a.content.actor.userId) ?? a.content.actor.nickname },
-                },
-              }
-            : a,
-        ),
-        nextCursor: page.next === null ? null : String(page.next),
-      };
+      const { result: page } = await asCaller(
+        request,
+        reply,
+        (userId) =>
+          deps.queries.page(userId, {
+            unread: q.unread === true,
+            limit: q.limit ?? 20,
+            before: q.cursor === undefined ? undefined : Number(q.cursor),
+          }),
+        (p) => p.user,
+      );
+      // Actors without a replica in Redis yet are asked of auth (and kept), as on first sight.
+      const added = page.missingActors.length === 0 ? undefined : await deps.nicknames(page.missingActors);
+      // The page's JSON is written from the stored contents (the response schema describes it).
+      return reply.type('application/json; charset=utf-8').send(page.json(added));
     },
   );
 
@@ -103,9 +127,8 @@ export async function alertsRoutes(app: FastifyInstance, deps: AlertsRoutesDeps)
       }),
     },
     async (request, reply) => {
-      const user = await caller(request);
-      await fresh(request, reply);
-      return { unread: await deps.queries.unreadCount(user.userId) };
+      const { result: unread } = await asCaller(request, reply, (userId) => deps.queries.unreadCount(userId));
+      return { unread };
     },
   );
 

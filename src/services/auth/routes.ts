@@ -2,12 +2,12 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { sql, type Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import { Type, type Static, type TSchema } from 'typebox';
-import { v4 as uuidv4, v5 as uuidv5 } from 'uuid';
+import { v4 as uuidv4, v5 as uuidv5, validate as isUuid } from 'uuid';
 import { isBanned, Nickname, PermissionSchema, RoleSchema, UserProfile, type AccessTokenClaims } from '../../../schemas/auth.js';
 import type { MessageDefinition } from '../../../schemas/message.js';
 import { commandIdFromIdempotencyKey, type CommandSender } from '../../eventstore/commands.js';
 import { DomainError } from '../../eventstore/errors.js';
-import { correlationIdOf, PositionHeader } from '../../http/app.js';
+import { badText, correlationIdOf, PositionHeader } from '../../http/app.js';
 import { bearerClaims, registerBearer } from '../../http/bearer.js';
 import {
   CommandApplied,
@@ -368,6 +368,10 @@ export async function authRoutes(app: FastifyInstance, deps: AuthRoutesDeps): Pr
     },
     async (request, reply) => {
       const claims = await bearerClaims(request);
+      // A banned user's token is refused here as everywhere (the ban ended the sessions already).
+      const user = await findUser(claims.sub);
+      if (user !== undefined && isBanned(profileOf(user), new Date()))
+        throw authErrors.banned(user.banned_until?.toISOString() ?? null, user.ban_reason ?? '');
       await sessions.end(claims.sid);
       return reply.code(204).send();
     },
@@ -788,7 +792,8 @@ function decodeCursor(cursor: string): { n: string; id: string } {
       c !== null &&
       typeof (c as { n?: unknown }).n === 'string' &&
       typeof (c as { id?: unknown }).id === 'string' &&
-      /^[0-9a-f-]{36}$/i.test((c as { id: string }).id)
+      isUuid((c as { id: string }).id) &&
+      badText((c as { n: string }).n) === undefined
     ) {
       return c as { n: string; id: string };
     }

@@ -87,7 +87,11 @@ export function createQueries(db: Kysely<ContentReadDb>) {
         }
         after = Math.floor((target.number - 1) / limit) * limit;
       } else if (opts.cursor !== undefined) {
-        after = decodeCursor(opts.cursor, (v): v is { n: number } => Number.isSafeInteger(v.n) && (v.n as number) >= 0).n;
+        // Post numbers are 32-bit integers in the read model.
+        after = decodeCursor(
+          opts.cursor,
+          (v): v is { n: number } => Number.isInteger(v.n) && (v.n as number) >= 0 && (v.n as number) <= 2_147_483_647,
+        ).n;
       }
       const rows = await db
         .selectFrom('posts')

@@ -275,6 +275,26 @@ describe('mailing: delivery', () => {
     }
   });
 
+  it('keeps a command waiting for a worker beyond the ack wait without its being redelivered', async () => {
+    const slow = await startScriptedSmtpServer((_mail, reply) => {
+      setTimeout(() => reply(), 700);
+    });
+    try {
+      // One email at a time, an ack wait shorter than one email: the command pulled ahead waits
+      // longer than the ack wait for the worker.
+      const instance = await bed.startInstance({ smtpUrl: slow.url, concurrency: 1, ackWaitMs: 600 });
+      const addresses = [uniqueAddress('queued'), uniqueAddress('queued'), uniqueAddress('queued')];
+      const ids = await Promise.all(addresses.map((a) => bed.send(emailTo(a))));
+      await eventually(() => instance.outcomes.length >= 3, 8_000, 'three outcomes');
+      await sleep(700);
+      expect(instance.outcomes.map((o) => [o.commandId, o.outcome]).sort()).toEqual(ids.map((id) => [id, 'sent']).sort());
+      for (const a of addresses) expect(slow.mails.filter((m) => m.to.includes(a))).toHaveLength(1);
+      expect(await bed.drained()).toBe(true);
+    } finally {
+      await slow.close();
+    }
+  });
+
   it('answers ready only while it runs', async () => {
     const instance = await bed.startInstance({ smtpUrl: smtp.url });
     expect(await instance.service.ready()).toBe(true);

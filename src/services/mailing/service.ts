@@ -10,6 +10,8 @@ import { MailingSendEmailCommand, type SendEmail } from '../../../schemas/mailin
 import { parkMessage } from '../../eventstore/dead-letters.js';
 import { InvalidMessageError } from '../../eventstore/errors.js';
 import { decodeHeaders, decodeJson, Header } from '../../eventstore/headers.js';
+import { watchConsumer } from '../../observability/metrics.js';
+import { currentTraceId, inSpan, messageAttributes } from '../../observability/tracing.js';
 import type { ServiceRuntime } from '../../eventstore/service-runtime.js';
 import { DELIVERY_RECORD_TTL_MS, openDeliveryRecords, type DeliveryRecord, type DeliveryRecords } from './records.js';
 import { createSmtpPool, type SendOutcome, type SmtpPool } from './smtp-pool.js';
@@ -87,7 +89,6 @@ export const MAILING_CONSUMER = 'mailing-email-senders';
 /** A command ready to be sent: its envelope and the hash that identifies its body. */
 interface ParsedCommand {
   readonly commandId: string;
-  readonly correlationId: string;
   readonly email: SendEmail;
   readonly rendered: RenderedEmail;
   readonly payloadHash: string;
@@ -141,6 +142,12 @@ export function createMailingService(opts: MailingServiceOptions): MailingServic
   const workers: Promise<void>[] = [];
   const fetches = new Set<ConsumerMessages>();
   let inFlight = 0;
+  // Commands pulled and not yet settled (sending, or waiting for a worker).
+  let held = 0;
+  const waiting: { m: JsMsg; heartbeat: NodeJS.Timeout }[] = [];
+  const idleWorkers: ((m: JsMsg | undefined) => void)[] = [];
+  let roomFreed: (() => void) | undefined;
+  let unwatch: (() => void) | undefined;
 
   async function ensureConsumer(): Promise<Consumer> {
     const config = {
@@ -218,7 +225,6 @@ export function createMailingService(opts: MailingServiceOptions): MailingServic
     if (!def.validator.check(body)) throw new InvalidMessageError(`invalid ${def.type}`, def.validator.issues(body));
     return {
       commandId,
-      correlationId: meta.correlationId,
       email: body,
       // Rendered before anything else, so that data no template can use (a javascript: link)
       // makes the command invalid.
@@ -242,13 +248,38 @@ export function createMailingService(opts: MailingServiceOptions): MailingServic
       html: rendered.html,
       messageId,
       date: new Date(),
-      headers: { 'Auto-Submitted': 'auto-generated' },
+      headers: { 'Auto-Submitted': 'auto-generated', ...traceHeader() },
       disableFileAccess: true,
       disableUrlAccess: true,
     })
       .compile()
       .build();
     return { raw, messageId };
+  }
+
+  /** With tracing on, the email's trace id, so that an email can be followed back to its cause. */
+  function traceHeader(): Record<string, string> {
+    const traceId = currentTraceId();
+    return traceId === undefined ? {} : { 'X-Trace-Id': traceId };
+  }
+
+  /** One delivery in a consumer span, the child of the span that sent the command. */
+  function handleTraced(m: JsMsg): Promise<void> {
+    return inSpan(
+      `process ${m.subject}`,
+      {
+        kind: 'consumer',
+        parent: m.headers?.get(Header.TraceParent) || undefined,
+        attributes: messageAttributes({
+          service: names.service,
+          destination: m.subject,
+          messageId: m.headers?.get(Header.CommandId) || m.headers?.get(Header.MsgId) || undefined,
+          correlationId: m.headers?.get(Header.CorrelationId) || undefined,
+          consumer: MAILING_CONSUMER,
+        }),
+      },
+      () => handle(m),
+    );
   }
 
   async function handle(m: JsMsg): Promise<void> {
@@ -258,7 +289,8 @@ export function createMailingService(opts: MailingServiceOptions): MailingServic
     // `obey replay-dead-letter` sends a parked command with a fresh Nats-Msg-Id and its id in
     // Obey-Command-Id: an operator's decision, which may resend an uncertain email.
     const replay = replayedId !== '' && replayedId !== msgId;
-    const mlog = log.child({ seq: m.seq, commandId, deliveries: m.info.deliveryCount });
+    const correlationId = m.headers?.get(Header.CorrelationId) || undefined;
+    const mlog = log.child({ seq: m.seq, commandId, correlationId, deliveries: m.info.deliveryCount });
     // A long SMTP transaction must not look like a dead instance.
     const heartbeat = setInterval(
       () => {
@@ -280,7 +312,7 @@ export function createMailingService(opts: MailingServiceOptions): MailingServic
         await park(m, commandId, 'invalid-command', err.message, mlog);
         return;
       }
-      await deliver(m, cmd, replay, attempt, mlog.child({ correlationId: cmd.correlationId }));
+      await deliver(m, cmd, replay, attempt, mlog);
     } catch (err) {
       if (attempt.claimed) {
         // A claim whose outcome could not be written: the redelivery finds it and, not knowing
@@ -317,9 +349,16 @@ export function createMailingService(opts: MailingServiceOptions): MailingServic
       return true;
     };
 
-    // Several rounds only when another copy of the command changed the record under us.
+    // A first delivery (not a replay) almost never finds a record: it goes straight to its claim,
+    // whose `create` fails if a record exists after all (a copy of the command published again,
+    // past the duplicate window), and the next round reads it as any other delivery does. Nothing
+    // is sent without the claim either way; this saves a read per email.
+    let unread = m.info.deliveryCount === 1 && !replay;
+    // Several rounds only when a record exists that this delivery had not read, or when another
+    // copy of the command changed the record under us.
     for (let round = 1; round <= 5; round++) {
-      const existing = await recs.get(commandId);
+      const existing = unread ? undefined : await recs.get(commandId);
+      unread = false;
       if (existing !== undefined && existing.record.payloadHash !== '' && existing.record.payloadHash !== payloadHash) {
         await park(
           m,
@@ -381,13 +420,21 @@ export function createMailingService(opts: MailingServiceOptions): MailingServic
       let claimed: Claim = { revision: 0, startedAt: '' };
       let outcome: SendOutcome;
       try {
-        outcome = await pool!.send({ from: from.address, to: cmd.email.to.address, raw }, async () => {
-          const record = sending();
-          const revision = await claim(record);
-          if (revision === false) throw new LostRace();
-          claimed = { revision, startedAt: record.startedAt };
-          attempt.claimed = true;
-        });
+        outcome = await inSpan(
+          'smtp send',
+          { kind: 'client', attributes: { 'obey.service': names.service, 'obey.template': cmd.email.template } },
+          async (span) => {
+            const sent = await pool!.send({ from: from.address, to: cmd.email.to.address, raw }, async () => {
+              const record = sending();
+              const revision = await claim(record);
+              if (revision === false) throw new LostRace();
+              claimed = { revision, startedAt: record.startedAt };
+              attempt.claimed = true;
+            });
+            span.setAttribute('obey.smtp.outcome', sent.kind);
+            return sent;
+          },
+        );
       } catch (err) {
         if (err instanceof LostRace) continue;
         throw err;
@@ -473,18 +520,35 @@ export function createMailingService(opts: MailingServiceOptions): MailingServic
     }
   }
 
-  async function worker(): Promise<void> {
+  /**
+   * Pulls commands for the workers: several per pull request (up to the room left), rather
+   * than one pull per email. At most `concurrency` emails are in flight and at most
+   * `concurrency` more commands wait for a worker; those have their ack wait extended while they
+   * wait, so none is redelivered to another instance meanwhile. Pulls again once half the
+   * waiting room is free.
+   */
+  async function puller(): Promise<void> {
+    const capacity = 2 * concurrency;
+    const refillAt = Math.ceil(concurrency / 2);
     while (!stopping) {
-      let m: JsMsg | undefined;
+      const room = capacity - held;
+      if (room < refillAt) {
+        await new Promise<void>((resolve) => (roomFreed = resolve));
+        roomFreed = undefined;
+        continue;
+      }
+      let got = 0;
       const began = Date.now();
       try {
         const c = await getConsumer();
-        // One message at a time per worker: a message is never held unprocessed while its ack
-        // wait runs, which would get it redelivered to another instance meanwhile.
-        const batch = await c.fetch({ max_messages: 1, expires: 5_000 });
+        const batch = await c.fetch({ max_messages: room, expires: 5_000 });
         fetches.add(batch);
         try {
-          for await (const msg of batch) m = msg;
+          for await (const m of batch) {
+            got++;
+            if (stopping) m.nak();
+            else hand(m);
+          }
         } finally {
           fetches.delete(batch);
         }
@@ -495,23 +559,62 @@ export function createMailingService(opts: MailingServiceOptions): MailingServic
         await sleep(1_000);
         continue;
       }
-      if (m === undefined) {
-        // A fetch that ends at once without a message (a consumer that was deleted, say) must
-        // not spin.
-        if (!stopping && Date.now() - began < 100) await sleep(500);
-        continue;
-      }
+      // A fetch that ends at once without a message (a consumer that was deleted, say) must
+      // not spin.
+      if (got === 0 && !stopping && Date.now() - began < 100) await sleep(500);
+    }
+  }
+
+  /** Gives a pulled command to an idle worker, or queues it (its ack wait extended) until one is free. */
+  function hand(m: JsMsg): void {
+    held++;
+    const idle = idleWorkers.shift();
+    if (idle !== undefined) {
+      idle(m);
+      return;
+    }
+    const heartbeat = setInterval(
+      () => {
+        try {
+          m.working();
+        } catch {
+          // Disconnected: the ack wait may run out, and the redelivery is handled as any other.
+        }
+      },
+      Math.max(100, Math.floor(ackWaitMs / 3)),
+    );
+    waiting.push({ m, heartbeat });
+  }
+
+  /** The next command to send; undefined once stopping. */
+  function next(): Promise<JsMsg | undefined> {
+    const w = waiting.shift();
+    if (w !== undefined) {
+      clearInterval(w.heartbeat);
+      return Promise.resolve(w.m);
+    }
+    if (stopping) return Promise.resolve(undefined);
+    return new Promise((resolve) => idleWorkers.push(resolve));
+  }
+
+  async function worker(): Promise<void> {
+    for (;;) {
+      const m = await next();
+      if (m === undefined) break;
       if (stopping) {
         m.nak();
-        break;
+        held--;
+        continue;
       }
       inFlight++;
       try {
-        await handle(m);
+        await handleTraced(m);
       } catch (err) {
         log.error({ err, seq: m.seq }, 'email command handling failed');
       } finally {
         inFlight--;
+        held--;
+        roomFreed?.();
       }
     }
   }
@@ -529,6 +632,8 @@ export function createMailingService(opts: MailingServiceOptions): MailingServic
       });
       running = true;
       stopping = false;
+      unwatch = watchConsumer(nats, names.commandsStream, MAILING_CONSUMER);
+      workers.push(puller());
       for (let i = 0; i < concurrency; i++) workers.push(worker());
       log.info({ concurrency, instanceId }, 'mailing service started');
     },
@@ -536,9 +641,18 @@ export function createMailingService(opts: MailingServiceOptions): MailingServic
       if (!running) return;
       stopping = true;
       for (const f of fetches) f.stop();
+      roomFreed?.();
+      // Commands still waiting go back to the queue at once; idle workers end.
+      for (const w of waiting.splice(0)) {
+        clearInterval(w.heartbeat);
+        w.m.nak();
+        held--;
+      }
+      for (const idle of idleWorkers.splice(0)) idle(undefined);
       await Promise.allSettled(workers);
       workers.length = 0;
       pool?.close();
+      unwatch?.();
       running = false;
       log.info('mailing service stopped');
     },
