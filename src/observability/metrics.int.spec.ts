@@ -139,8 +139,15 @@ describe('GET /metrics', () => {
     expect(before).toBeUndefined();
     // No envelope at all: invalid, parked at once.
     await sys.nats.js.publish('content.commands.lock-thread', 'not json', { msgID: randomUUID() });
+    // The dead letter is counted when the command is parked, its handling when it is settled: both, then.
     const text = await scrapeUntil(
-      (t) => sample(t, 'obey_dead_letters_total', { service: 'content', consumer: 'content-command-handlers' }) !== undefined,
+      (t) =>
+        sample(t, 'obey_dead_letters_total', { service: 'content', consumer: 'content-command-handlers' }) !== undefined &&
+        sample(t, 'obey_command_duration_seconds_count', {
+          service: 'content',
+          command: 'ContentLockThreadCommand',
+          outcome: 'invalid',
+        }) !== undefined,
     );
     expect(sample(text, 'obey_dead_letters_total', { service: 'content', consumer: 'content-command-handlers' })).toBe(1);
     expect(
