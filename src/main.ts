@@ -189,6 +189,9 @@ async function main(): Promise<void> {
       checks.nats = 'ok';
       for (const r of runtimes) {
         await nats.jsm.streams.info(r.names.eventsStream);
+        // Its work consumer must exist (deleted, it is recreated by the running processor).
+        const worker = r.names.service === 'mailing' ? 'mailing-email-senders' : `${r.names.service}-command-handlers`;
+        await nats.jsm.consumers.info(r.names.commandsStream, worker);
         const service = running.find((x) => x.name === r.names.service);
         if (service !== undefined && !(await service.ready())) throw new Error(`${r.names.service} is not ready`);
         checks[r.names.service] = 'ok';
