@@ -142,20 +142,32 @@ export function createCommandSender(nats: Nats, defaults: { timeoutMs: number })
       }),
     });
     try {
-      const ack = await nats.js.publish(subject, data, {
-        msgID: commandId,
-        expect: { streamName: names.commandsStream },
-        headers: encodeHeaders(
-          {
-            type: def.type,
-            version: def.version,
-            correlationId: opts.trace.correlationId,
-            causationId: opts.trace.causationId,
-            traceparent: span.traceparent,
-          },
-          { [PayloadHashHeader]: payloadHash },
-        ),
-      });
+      let ack: Awaited<ReturnType<typeof nats.js.publish>>;
+      try {
+        ack = await nats.js.publish(subject, data, {
+          msgID: commandId,
+          expect: { streamName: names.commandsStream },
+          headers: encodeHeaders(
+            {
+              type: def.type,
+              version: def.version,
+              correlationId: opts.trace.correlationId,
+              causationId: opts.trace.causationId,
+              traceparent: span.traceparent,
+            },
+            { [PayloadHashHeader]: payloadHash },
+          ),
+        });
+      } catch {
+        // NATS unreachable or slow (a restart, a failover): whether the command was stored is
+        // unknown. Sending it again with the same id (Idempotency-Key) is safe: it has one effect.
+        throw new DomainError(
+          'commands-unavailable',
+          'unavailable',
+          'the command could not be confirmed; send it again (with the same Idempotency-Key) in a moment',
+          { retryAfterSeconds: 1, commandId },
+        );
+      }
       if (ack.duplicate) {
         // The same command was sent before: its result may be in already.
         const known = await stored();
