@@ -14,6 +14,7 @@ import {
   ContentThreadRepliedNotification,
 } from '../../../schemas/content.js';
 import { openBucket } from '../../eventstore/buckets.js';
+import { createAggregateRepository } from '../../eventstore/repository.js';
 import { createCommandProcessor, type CommandSender } from '../../eventstore/commands.js';
 import { RemoteError } from '../../eventstore/errors.js';
 import { request } from '../../eventstore/requests.js';
@@ -23,6 +24,7 @@ import { createCommandRelay } from '../../projections/command-relay.js';
 import { createRedisProjection } from '../../projections/redis.js';
 import { createReplicaCache } from '../../projections/replicas.js';
 import { createProjectionRunner, type ProjectionRunner } from '../../projections/runner.js';
+import { alertAggregate } from './alert.js';
 import { alertsCommandHandlers } from './commands.js';
 import { emailsOf } from './emails.js';
 import { ALERTS_EVENTS } from './events.js';
@@ -95,6 +97,7 @@ export function createAlertsService(opts: AlertsServiceOptions): AlertsService {
       return r === null ? null : { id: userId, revision: r.user.revision, value: r.user };
     },
   });
+  const alerts = createAggregateRepository({ store, aggregate: alertAggregate, log });
   const processor = createCommandProcessor({
     nats,
     names,
@@ -152,7 +155,7 @@ export function createAlertsService(opts: AlertsServiceOptions): AlertsService {
           stream,
           events,
           checkpoints,
-          store,
+          alerts,
           // A user's first alert fetches their replica (for their nickname).
           recipient: (userId) => users.get(userId),
         });

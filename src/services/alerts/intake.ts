@@ -9,14 +9,14 @@ import {
   ContentThreadRepliedNotification,
 } from '../../../schemas/content.js';
 import type { MessageDefinition } from '../../../schemas/message.js';
-import { ConcurrencyError, InvalidMessageError } from '../../eventstore/errors.js';
 import type { Leases } from '../../eventstore/leases.js';
 import type { Nats } from '../../eventstore/nats.js';
-import type { EventStore, StoredEvent } from '../../eventstore/store.js';
+import type { AggregateRepository } from '../../eventstore/repository.js';
+import type { StoredEvent } from '../../eventstore/store.js';
 import type { ServiceNames } from '../../eventstore/streams.js';
 import { createProjectionRunner, type ProjectionRunner } from '../../projections/runner.js';
-import { alertAggregate } from './alert.js';
-import { AlertRaised, type AlertContent } from './events.js';
+import type { AlertCommand, AlertState } from './alert.js';
+import type { AlertContent } from './events.js';
 
 const NAMESPACE = '3f6b2a7c-8d1e-4b5a-9c0f-2e4d6a8b1c3e';
 
@@ -94,37 +94,26 @@ export function createAlertIntake(opts: {
   stream: string;
   events: readonly MessageDefinition<TSchema>[];
   checkpoints: KV;
-  store: EventStore;
+  alerts: AggregateRepository<AlertCommand, AlertState>;
   /** Called with each recipient before its alert is raised (first sight: the replica is fetched). */
   recipient(userId: string): Promise<unknown>;
 }): ProjectionRunner {
   const key = `intake.${opts.name}`;
 
-  /** Appends the alert's `AlertsAlertRaised`, unless the alert exists already. */
+  /**
+   * Raises the alert on its aggregate. An alert this instance has not seen is decided on as new,
+   * so raising costs one append (the repository's shortcut); one that exists refuses it and the
+   * decider makes it a no-op.
+   */
   async function raise(alertId: string, userId: string, content: AlertContent, e: StoredEvent): Promise<void> {
-    const data = { alertId, userId, content, at: e.time.toISOString() };
-    if (!AlertRaised.validator.check(data)) {
-      throw new InvalidMessageError(`${alertAggregate.name}: an invalid ${AlertRaised.type}`, AlertRaised.validator.issues(data));
-    }
-    try {
-      await opts.store.append({
-        aggregate: alertAggregate.name,
-        id: alertId,
-        event: { type: AlertRaised.type, version: AlertRaised.version, data },
-        expectedRevision: 0,
-        // The causation is the raise's command id, as when raises went through the repository.
-        trace: {
-          correlationId: e.meta.correlationId,
-          causationId: uuidv5(`raise:${alertId}`, NAMESPACE),
-          traceparent: e.meta.traceparent,
-        },
-      });
-    } catch (err) {
-      // The alert has an event already: it was raised (by an earlier delivery of this batch,
-      // or by a copy of the notification). Nothing to do.
-      if (err instanceof ConcurrencyError) return;
-      throw err;
-    }
+    await opts.alerts.execute(
+      alertId,
+      { type: 'raise', alertId, userId, content, at: e.time },
+      {
+        commandId: uuidv5(`raise:${alertId}`, NAMESPACE),
+        trace: { correlationId: e.meta.correlationId, traceparent: e.meta.traceparent },
+      },
+    );
   }
 
   return createProjectionRunner({
