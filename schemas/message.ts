@@ -63,3 +63,7 @@ export function defineMessage<S extends TSchema>(def: {
 /** Helpers shared by schemas: ids and times are strings with a format, never free text. */
 export const Uuid = (options: { description?: string } = {}) => Type.String({ format: 'uuid', ...options });
 export const Timestamp = (options: { description?: string } = {}) => Type.String({ format: 'date-time', ...options });
+
+/** An object schema that refuses properties it does not name: every message and body is one. */
+export const strictObject = <P extends Parameters<typeof Type.Object>[0]>(properties: P) =>
+  Type.Object(properties, { additionalProperties: false });

@@ -114,7 +114,9 @@ ${ports.map((p) => `    server 127.0.0.1:${p} max_fails=2 fail_timeout=5s;`).joi
 }
 `,
   );
-  nginx = spawn(existsSync('/usr/sbin/nginx') ? '/usr/sbin/nginx' : 'nginx', ['-c', conf, '-p', nginxDir], { stdio: ['ignore', 'ignore', 'inherit'] });
+  nginx = spawn(existsSync('/usr/sbin/nginx') ? '/usr/sbin/nginx' : 'nginx', ['-c', conf, '-p', nginxDir], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
   await waitFor(`${gateway}/health/live`, 15_000);
 }, 120_000);
 

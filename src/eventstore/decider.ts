@@ -43,3 +43,8 @@ export function defineAggregate<Command, Event extends DomainEvent, State>(
   }
   return def;
 }
+
+/** Ends an exhaustive `switch`: the compiler proves it unreachable; at run time it names the value. */
+export function assertNever(x: never): never {
+  throw new Error(`unexpected ${JSON.stringify(x)}`);
+}

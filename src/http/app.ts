@@ -1,3 +1,4 @@
+import { assertNever } from '../eventstore/decider.js';
 import { Ajv, type Options as AjvOptions } from 'ajv';
 import addFormats from 'ajv-formats';
 import Fastify, {
@@ -305,8 +306,4 @@ function kindOfStatus(status: number): ErrorKind {
   if (status === 409) return 'conflict';
   if (status === 429) return 'rate-limited';
   return 'invalid';
-}
-
-function assertNever(x: never): never {
-  throw new Error(`unexpected ${JSON.stringify(x)}`);
 }

@@ -3,6 +3,7 @@ import { InMemorySpanExporter, type ReadableSpan } from '@opentelemetry/sdk-trac
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../log.js';
 import { signedInUser, startTestSystem, type TestSystem, type TestUser } from '../testing/system.js';
+import { eventually } from '../testing/eventually.js';
 
 const exporter = new InMemorySpanExporter();
 /** Every log line the system wrote, as written and parsed. */
@@ -39,16 +40,6 @@ async function ok(method: 'POST' | 'PUT', url: string, as: TestUser, body: objec
 }
 
 const minPosition = (r: Record<string, any>) => ({ 'obey-min-position': String(r.position) });
-
-async function eventually<T>(probe: () => T | undefined, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = probe();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 beforeAll(async () => {
   sys = await startTestSystem({ adminEmails: [ADMIN], log, spanExporter: exporter });

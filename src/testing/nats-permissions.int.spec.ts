@@ -21,6 +21,7 @@ import {
   type NatsUser,
   type SecuredTestSystem,
 } from './secured-system.js';
+import { eventually } from './eventually.js';
 
 /**
  * nats.conf's users and permissions, on a nats-server started with that very file: each service
@@ -68,16 +69,6 @@ function client(sys: SecuredTestSystem) {
     return { userId, email, nickname, accessToken };
   }
   return { call, ok, signedInUser };
-}
-
-async function eventually<T>(probe: () => Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 /**

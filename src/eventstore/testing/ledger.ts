@@ -1,7 +1,7 @@
 import { Type } from 'typebox';
 import { defineMessage, Uuid } from '../../../schemas/message.js';
 import { defineCommandHandler } from '../commands.js';
-import { defineAggregate, type Decider } from '../decider.js';
+import { defineAggregate, type Decider, assertNever } from '../decider.js';
 import type { ServiceNames } from '../streams.js';
 import { DomainError } from '../errors.js';
 
@@ -86,10 +86,6 @@ export const ledgerAccount = defineAggregate({
   events: [Opened, Credited, Debited],
   snapshotEvery: 100,
 });
-
-function assertNever(x: never): never {
-  throw new Error(`unexpected ${JSON.stringify(x)}`);
-}
 
 /** The ledger's commands and their handlers, on the subjects of a (test) service. */
 export function ledgerCommands(names: ServiceNames) {

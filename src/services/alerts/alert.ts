@@ -1,5 +1,5 @@
 import { DomainError } from '../../eventstore/errors.js';
-import { defineAggregate, type Decider } from '../../eventstore/decider.js';
+import { defineAggregate, type Decider, assertNever } from '../../eventstore/decider.js';
 import { AlertRaised, AlertRead, AllAlertsRead, type AlertContent, type AlertEvent, type InboxEvent } from './events.js';
 
 export const alertErrors = {
@@ -71,7 +71,3 @@ export const inboxAggregate = defineAggregate({
   events: [AllAlertsRead],
   snapshotEvery: 100,
 });
-
-function assertNever(x: never): never {
-  throw new Error(`unexpected ${JSON.stringify(x)}`);
-}

@@ -6,6 +6,7 @@ import { listDeadLetters } from '../../eventstore/dead-letters.js';
 import { encodeHeaders } from '../../eventstore/headers.js';
 import { serviceNames } from '../../eventstore/streams.js';
 import { signedInUser, startTestSystem, type TestSystem, type TestUser } from '../../testing/system.js';
+import { eventually } from '../../testing/eventually.js';
 
 let sys: TestSystem;
 const ADMIN = `admin-${randomBytes(3).toString('hex')}@forum.test`;
@@ -34,15 +35,6 @@ async function ok(method: Parameters<typeof call>[0], url: string, opts: Paramet
   expect(r.status, `${method} ${url}: ${JSON.stringify(r.body)}`).toBeLessThan(300);
   expect(r.status).not.toBe(202);
   return r.body;
-}
-async function eventually<T>(probe: () => Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 const alertsOf = async (u: TestUser, query = '') => (await call('GET', `/api/alerts${query}`, { as: u })).body;
 /** Waits until the user has `n` alerts (newest first). */

@@ -1,5 +1,5 @@
 import { Type, type Static } from 'typebox';
-import { defineMessage, Timestamp, Uuid } from '../../../schemas/message.js';
+import { defineMessage, Timestamp, Uuid, strictObject } from '../../../schemas/message.js';
 
 /*
  * The events of alerts (ALERTS_EVENTS): an `alert` aggregate per alert (its id derives from the
@@ -7,8 +7,7 @@ import { defineMessage, Timestamp, Uuid } from '../../../schemas/message.js';
  * per user for "mark all as read".
  */
 
-const object = <P extends Parameters<typeof Type.Object>[0]>(properties: P) =>
-  Type.Object(properties, { additionalProperties: false });
+const object = strictObject;
 const Actor = object({ userId: Uuid(), nickname: Type.String({ minLength: 1, maxLength: 64 }) });
 const Title = Type.String({ minLength: 1, maxLength: 200 });
 const Excerpt = Type.String({ maxLength: 300 });

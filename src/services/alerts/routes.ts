@@ -1,3 +1,4 @@
+import { strictObject } from '../../../schemas/message.js';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Type, type Static } from 'typebox';
 import type { UserProfile } from '../../../schemas/auth.js';
@@ -24,8 +25,7 @@ export interface AlertsRoutesDeps {
   readonly readYourWritesTimeoutMs: number;
 }
 
-const object = <P extends Parameters<typeof Type.Object>[0]>(properties: P) =>
-  Type.Object(properties, { additionalProperties: false });
+const object = strictObject;
 const ListQuery = object({
   unread: Type.Optional(Type.Boolean()),
   cursor: Type.Optional(Type.String({ pattern: '^[0-9]{1,15}$' })),

@@ -4,6 +4,7 @@ import { AuthGetUserByIdRequest, AuthGetUserByIdResponse } from '../../../schema
 import { request as natsRequest } from '../../eventstore/requests.js';
 import { DEFAULT_LIMITS } from './index.js';
 import { startAuthSystem, tokenFromMail, TEST_JWT_SECRET, type AuthSystem } from './testing/system.js';
+import { eventually } from '../../testing/eventually.js';
 
 let sys: AuthSystem;
 const ADMIN = `admin-${randomBytes(3).toString('hex')}@forum.test`;
@@ -67,16 +68,6 @@ async function notifications(subject: string): Promise<any[]> {
     if (m !== null && m.subject === subject) out.push(m.json());
   }
   return out;
-}
-
-async function eventually<T>(probe: () => Promise<T | undefined>, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 describe('an account, from sign-up to password reset', () => {

@@ -1,5 +1,5 @@
 import { v5 as uuidv5 } from 'uuid';
-import { defineAggregate, type Decider } from '../../eventstore/decider.js';
+import { defineAggregate, type Decider, assertNever } from '../../eventstore/decider.js';
 import type { DomainError } from '../../eventstore/errors.js';
 import type { AggregateRepository } from '../../eventstore/repository.js';
 import type { TraceContext } from '../../eventstore/headers.js';
@@ -156,8 +156,4 @@ export function createClaimer(
 
 function derived(commandId: string, what: string): string {
   return uuidv5(what, commandId);
-}
-
-function assertNever(x: never): never {
-  throw new Error(`unexpected ${JSON.stringify(x)}`);
 }

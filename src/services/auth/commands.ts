@@ -1,6 +1,6 @@
 import { Type, type Static } from 'typebox';
 import { Nickname, PermissionSchema, RoleSchema } from '../../../schemas/auth.js';
-import { defineMessage, Timestamp, Uuid } from '../../../schemas/message.js';
+import { defineMessage, Timestamp, Uuid, strictObject } from '../../../schemas/message.js';
 import { defineCommandHandler, type CommandContext, type CommandHandlerDefinition } from '../../eventstore/commands.js';
 import type { AggregateRepository } from '../../eventstore/repository.js';
 import { normalizeEmail, normalizeNickname, type Claimer } from './claims.js';
@@ -13,8 +13,7 @@ import { authErrors } from './errors.js';
  * permission and hashed the password. Times are the command's arrival in the stream.
  */
 
-const object = <P extends Parameters<typeof Type.Object>[0]>(properties: P) =>
-  Type.Object(properties, { additionalProperties: false });
+const object = strictObject;
 const Nonce = Type.String({ minLength: 16, maxLength: 64 });
 const PasswordHash = Type.String({ minLength: 20, maxLength: 512 });
 const command = <S extends ReturnType<typeof object>>(name: string, type: string, schema: S) =>

@@ -1,5 +1,5 @@
 import { Type, type Static } from 'typebox';
-import { defineMessage, Timestamp, Uuid } from '../../../schemas/message.js';
+import { defineMessage, Timestamp, Uuid, strictObject } from '../../../schemas/message.js';
 import { Nickname, PermissionSchema, RoleSchema } from '../../../schemas/auth.js';
 
 /*
@@ -8,8 +8,7 @@ import { Nickname, PermissionSchema, RoleSchema } from '../../../schemas/auth.js
  * model and the notifications follow from one event without replaying the user.
  */
 
-const object = <P extends Parameters<typeof Type.Object>[0]>(properties: P) =>
-  Type.Object(properties, { additionalProperties: false });
+const object = strictObject;
 
 /** A single-use token's server-side half: tokens are HMACs of it, never stored themselves. */
 const PendingToken = object({ nonce: Type.String({ minLength: 16, maxLength: 64 }), expiresAt: Timestamp() });

@@ -1,3 +1,4 @@
+import { assertNever } from '../../eventstore/decider.js';
 import { sql, type Kysely, type Selectable } from 'kysely';
 import type { PostgresProjectionDefinition } from '../../projections/postgres.js';
 import type { Permission, Role, UserProfile } from '../../../schemas/auth.js';
@@ -216,8 +217,4 @@ export function profileFromEvent(userId: string, facts: UserFacts, position: num
     signedUpAt: facts.signedUpAt,
     revision: position,
   };
-}
-
-function assertNever(x: never): never {
-  throw new Error(`unexpected ${JSON.stringify(x)}`);
 }

@@ -1,3 +1,4 @@
+import { strictObject } from '../../../schemas/message.js';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { sql, type Kysely } from 'kysely';
 import type { Logger } from 'pino';
@@ -64,8 +65,7 @@ export interface AuthRoutesDeps {
   readonly log: Logger;
 }
 
-const object = <P extends Parameters<typeof Type.Object>[0]>(properties: P) =>
-  Type.Object(properties, { additionalProperties: false });
+const object = strictObject;
 const Email = Type.String({ format: 'email', maxLength: 254 });
 // Long enough to resist guessing, short enough that hashing it is no denial of service.
 const Password = Type.String({ minLength: 8, maxLength: 256 });

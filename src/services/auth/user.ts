@@ -1,5 +1,5 @@
 import type { Permission, Role } from '../../../schemas/auth.js';
-import { defineAggregate, type Decider } from '../../eventstore/decider.js';
+import { defineAggregate, type Decider, assertNever } from '../../eventstore/decider.js';
 import { authErrors } from './errors.js';
 import { USER_EVENTS, type UserEvent, type UserFacts } from './events.js';
 import { effectivePermissions, permissionsOfRoles } from './roles.js';
@@ -288,8 +288,4 @@ function sameFacts(a: UserFacts, b: UserFacts): boolean {
 
 function iso(at: Date, plusMs: number): string {
   return new Date(at.getTime() + plusMs).toISOString();
-}
-
-function assertNever(x: never): never {
-  throw new Error(`unexpected ${JSON.stringify(x)}`);
 }

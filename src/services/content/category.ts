@@ -1,4 +1,4 @@
-import { defineAggregate, type Decider } from '../../eventstore/decider.js';
+import { defineAggregate, type Decider, assertNever } from '../../eventstore/decider.js';
 import { contentErrors } from './errors.js';
 import { CATEGORY_EVENTS, type CategoryEvent } from './events.js';
 
@@ -115,7 +115,3 @@ export const categoryDecider: Decider<CategoryCommand, CategoryEvent, CategorySt
 };
 
 export const categoryAggregate = defineAggregate({ name: 'category', decider: categoryDecider, events: CATEGORY_EVENTS });
-
-function assertNever(x: never): never {
-  throw new Error(`unexpected ${JSON.stringify(x)}`);
-}

@@ -1,5 +1,5 @@
 import { Type, type Static } from 'typebox';
-import { defineMessage, Uuid } from '../../../schemas/message.js';
+import { defineMessage, Uuid, strictObject } from '../../../schemas/message.js';
 import { defineCommandHandler, type CommandHandlerDefinition } from '../../eventstore/commands.js';
 import type { AggregateRepository } from '../../eventstore/repository.js';
 import { categoryAggregate, type CategoryCommand, type CategoryState } from './category.js';
@@ -14,8 +14,7 @@ import { threadAggregate, type ThreadCommand, type ThreadState } from './thread.
  * arrival in the stream.
  */
 
-const object = <P extends Parameters<typeof Type.Object>[0]>(properties: P) =>
-  Type.Object(properties, { additionalProperties: false });
+const object = strictObject;
 const Acting = object({ userId: Uuid(), nickname: Type.String({ minLength: 1, maxLength: 64 }), moderator: Type.Boolean() });
 const command = <P extends Parameters<typeof Type.Object>[0]>(name: string, type: string, properties: P) =>
   defineMessage({ type, subject: `content.commands.${name}`, schema: object(properties) });

@@ -5,6 +5,7 @@ import { testLog } from '../../eventstore/testing/nats.js';
 import { rebuildPostgresProjection } from '../../projections/rebuild.js';
 import { signedInUser, startTestSystem, type TestSystem, type TestUser } from '../../testing/system.js';
 import { forumProjection } from './index.js';
+import { eventually } from '../../testing/eventually.js';
 
 let sys: TestSystem;
 const ADMIN = `admin-${randomBytes(3).toString('hex')}@forum.test`;
@@ -46,16 +47,6 @@ async function notifications(subject: string): Promise<any[]> {
     if (m !== null && m.subject === subject) out.push(m.json());
   }
   return out;
-}
-
-async function eventually<T>(probe: () => Promise<T | undefined>, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 async function eventCount() {

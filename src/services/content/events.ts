@@ -1,5 +1,5 @@
 import { Type, type Static } from 'typebox';
-import { defineMessage, Timestamp, Uuid } from '../../../schemas/message.js';
+import { defineMessage, Timestamp, Uuid, strictObject } from '../../../schemas/message.js';
 
 /*
  * The events of content's aggregates, private to content (CONTENT_EVENTS): `category` (with its
@@ -7,8 +7,7 @@ import { defineMessage, Timestamp, Uuid } from '../../../schemas/message.js';
  * an aggregate of its own, so a thread of 50,000 posts is never replayed to take one).
  */
 
-const object = <P extends Parameters<typeof Type.Object>[0]>(properties: P) =>
-  Type.Object(properties, { additionalProperties: false });
+const object = strictObject;
 
 export const Name = Type.String({ minLength: 1, maxLength: 100 });
 export const Description = Type.String({ maxLength: 1_000 });

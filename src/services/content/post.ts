@@ -1,4 +1,4 @@
-import { defineAggregate, type Decider } from '../../eventstore/decider.js';
+import { defineAggregate, type Decider, assertNever } from '../../eventstore/decider.js';
 import { contentErrors } from './errors.js';
 import { POST_EVENTS, type PostEvent } from './events.js';
 import type { Acting } from './thread.js';
@@ -138,7 +138,3 @@ function current(
 }
 
 export const postAggregate = defineAggregate({ name: 'post', decider: postDecider, events: POST_EVENTS });
-
-function assertNever(x: never): never {
-  throw new Error(`unexpected ${JSON.stringify(x)}`);
-}

@@ -1,3 +1,4 @@
+import { assertNever } from '../../eventstore/decider.js';
 import { type Kysely, type Transaction } from 'kysely';
 import type { StoredEvent } from '../../eventstore/store.js';
 import type { PostgresProjectionDefinition } from '../../projections/postgres.js';
@@ -511,8 +512,4 @@ function chunks<T>(items: readonly T[], size: number): T[][] {
   const out: T[][] = [];
   for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
   return out;
-}
-
-function assertNever(x: never): never {
-  throw new Error(`unexpected ${JSON.stringify(x)}`);
 }

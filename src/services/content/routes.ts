@@ -1,3 +1,4 @@
+import { strictObject } from '../../../schemas/message.js';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
@@ -61,8 +62,7 @@ export interface ContentRoutesDeps {
   readonly log: Logger;
 }
 
-const object = <P extends Parameters<typeof Type.Object>[0]>(properties: P) =>
-  Type.Object(properties, { additionalProperties: false });
+const object = strictObject;
 const IdParams = object({ id: Type.String({ format: 'uuid' }) });
 const Page = {
   cursor: Type.Optional(Type.String({ maxLength: 512 })),

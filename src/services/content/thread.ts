@@ -1,4 +1,4 @@
-import { defineAggregate, type Decider } from '../../eventstore/decider.js';
+import { defineAggregate, type Decider, assertNever } from '../../eventstore/decider.js';
 import { contentErrors } from './errors.js';
 import { THREAD_EVENTS, type ThreadEvent } from './events.js';
 
@@ -159,7 +159,3 @@ export const threadAggregate = defineAggregate({
   snapshotEvery: 100,
   snapshotVersion: 1,
 });
-
-function assertNever(x: never): never {
-  throw new Error(`unexpected ${JSON.stringify(x)}`);
-}
