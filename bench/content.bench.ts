@@ -54,6 +54,7 @@ import { connectNats, type Nats } from '../src/eventstore/nats.js';
 import { serviceNames } from '../src/eventstore/streams.js';
 import { TEST_POSTGRES_URL } from '../src/projections/testing/postgres.js';
 import { signedInUser, startTestSystem, type TestSystem, type TestUser } from '../src/testing/system.js';
+import { fmt, intEnv, latencySummary, median, percentile, round, sleep, sorted } from './lib.js';
 
 const USERS = intEnv('BENCH_USERS', 16);
 const THREADS = intEnv('BENCH_THREADS', 32);
@@ -102,48 +103,9 @@ function abort(why: string, code: number): void {
 for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => abort(signal, 130));
 setTimeout(() => abort(`still running after BENCH_MAX_SECONDS=${MAX_SECONDS} s`, 1), MAX_SECONDS * 1000).unref();
 
-function intEnv(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const n = Number(raw.replaceAll('_', ''));
-  if (!Number.isSafeInteger(n) || n < 1) throw new Error(`${name} must be a positive integer, got "${raw}"`);
-  return n;
-}
-
 function say(line: string): void {
   const t = ((performance.now() - started) / 1000).toFixed(1).padStart(6);
   console.log(`[${t}s] ${line}`);
-}
-
-const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
-const round = (n: number, digits = 0) => Number(n.toFixed(digits));
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
-function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
-
-/** Sorted copy without NaN (failed requests). */
-function sorted(xs: ArrayLike<number>): Float64Array {
-  const out = Float64Array.from(Array.prototype.filter.call(xs, (x: number) => !Number.isNaN(x)) as number[]);
-  return out.sort();
-}
-
-function percentile(s: Float64Array, q: number): number {
-  return s.length === 0 ? NaN : s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))]!;
-}
-
-function latencySummary(xs: ArrayLike<number>) {
-  const s = sorted(xs);
-  return {
-    p50Ms: round(percentile(s, 0.5), 2),
-    p90Ms: round(percentile(s, 0.9), 2),
-    p99Ms: round(percentile(s, 0.99), 2),
-    maxMs: round(s.length === 0 ? NaN : s[s.length - 1]!, 2),
-    samples: s.length,
-  };
 }
 
 /** Busy and total jiffies of the whole machine (all processes: nats-server, Postgres, Redis too). */
