@@ -162,6 +162,44 @@ describe('command bus', () => {
     expect(await eventsOf(accountId)).toHaveLength(2);
   });
 
+  it('answers a command sent again meanwhile by another sender (its result goes to the first one) promptly', async () => {
+    const accountId = await openAccount();
+    const commandId = uuidv4();
+    const other = await connectNats({ url: NATS_URL, name: 'second-sender' });
+    connections.push(other);
+    const second = createCommandSender(other, { timeoutMs: 5_000 });
+    const t0 = performance.now();
+    const [a, b] = await Promise.all([
+      sender.send(cmds.Credit, { accountId, amount: 3 }, { commandId, trace: trace() }),
+      second.send(cmds.Credit, { accountId, amount: 3 }, { commandId, trace: trace() }),
+    ]);
+    expect(a).toMatchObject({ status: 'succeeded', commandId });
+    expect(b).toEqual(a);
+    // From the results bucket, not after the 5 s timeout.
+    expect(performance.now() - t0).toBeLessThan(4_000);
+    expect(await eventsOf(accountId)).toHaveLength(2);
+  });
+
+  it('marks only the ids it drew itself as new to the handlers, and names its result inbox', async () => {
+    const seen: { id: string; drawn: string | undefined; inbox: string | undefined }[] = [];
+    const sub = t.nats.nc.subscribe(cmds.OpenAccount.subject!, {
+      callback: (_err, m) => {
+        seen.push({
+          id: m.headers?.get('Nats-Msg-Id') ?? '',
+          drawn: m.headers?.get('Obey-Command-Id-Drawn') || undefined,
+          inbox: m.headers?.get('Obey-Result-Inbox') || undefined,
+        });
+      },
+    });
+    await t.nats.nc.flush();
+    const keyed = commandIdFromIdempotencyKey('a-client-key', 'scope');
+    const drawn = await sender.send(cmds.OpenAccount, { accountId: uuidv4(), owner: 'bo' }, { trace: trace() });
+    await sender.send(cmds.OpenAccount, { accountId: uuidv4(), owner: 'cy' }, { commandId: keyed, trace: trace() });
+    sub.unsubscribe();
+    expect(seen.find((s) => s.id === drawn.commandId)).toMatchObject({ drawn: 'true', inbox: expect.any(String) });
+    expect(seen.find((s) => s.id === keyed)).toMatchObject({ drawn: undefined, inbox: expect.any(String) });
+  });
+
   it('recognises a command whose event was appended but whose result was never stored', async () => {
     const accountId = await openAccount();
     const commandId = uuidv4();

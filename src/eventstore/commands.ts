@@ -3,7 +3,7 @@ import canonicalize from 'canonicalize';
 import { AckPolicy, JetStreamApiError, type JsMsg } from '@nats-io/jetstream';
 import type { KV } from '@nats-io/kv';
 import { openBucket } from './buckets.js';
-import { nanos } from '@nats-io/nats-core';
+import { nanos, nuid, type Msg, type Subscription } from '@nats-io/nats-core';
 import type { Logger } from 'pino';
 import type { Static, TSchema } from 'typebox';
 import { v4 as uuidv4, v5 as uuidv5, validate as isUuid } from 'uuid';
@@ -62,6 +62,11 @@ export interface CommandSender {
 
 export interface SendOptions {
   readonly commandId?: string | undefined;
+  /**
+   * Whether `commandId` was drawn at random for this send (no client's Idempotency-Key behind
+   * it), so that no earlier command can have it; an id the sender draws itself always is.
+   */
+  readonly commandIdDrawn?: boolean;
   readonly trace: TraceContext;
   readonly timeoutMs?: number;
   /**
@@ -85,6 +90,51 @@ export function createCommandSender(nats: Nats, defaults: { timeoutMs: number })
     return kv;
   };
 
+  // Results come back on one wildcard subscription per service, `<svc>.command-results.<inbox>.*`,
+  // made on first use: a subscription per command would cost the server a SUB and an UNSUB
+  // (and a rebuild of its subject cache) for every command.
+  const inbox = nuid.next();
+  const waiting = new Map<string, Set<(m: Msg) => void>>();
+  const inboxes = new Map<string, Subscription>();
+  function follow(names: ServiceNames): void {
+    if (inboxes.has(names.service)) return;
+    const prefix = `${names.service}.command-results.${inbox}.`;
+    inboxes.set(
+      names.service,
+      nats.nc.subscribe(`${prefix}*`, {
+        callback: (err, m) => {
+          if (err !== null) return;
+          for (const deliver of waiting.get(m.subject.slice(prefix.length)) ?? []) deliver(m);
+        },
+      }),
+    );
+  }
+  /** The first valid result published for `commandId`; `stop()` ends the wait. */
+  function awaitResult(commandId: string, accept: (r: CommandResult, hash: string | undefined) => CommandResult) {
+    let deliver: ((m: Msg) => void) | undefined;
+    const result = new Promise<CommandResult>((resolve) => {
+      deliver = (m) => {
+        let r: unknown;
+        try {
+          r = decodeJson(m.data);
+        } catch {
+          return;
+        }
+        if (commandResultValidator.check(r)) resolve(accept(r, m.headers?.get(PayloadHashHeader) || undefined));
+      };
+    });
+    let set = waiting.get(commandId);
+    if (set === undefined) waiting.set(commandId, (set = new Set()));
+    set.add(deliver!);
+    return {
+      result,
+      stop() {
+        set.delete(deliver!);
+        if (set.size === 0 && waiting.get(commandId) === set) waiting.delete(commandId);
+      },
+    };
+  }
+
   async function storedResult(names: ServiceNames, commandId: string): Promise<StoredCommandResult | undefined> {
     const entry = await (await bucket(names)).get(commandId);
     if (entry === null || entry.operation !== 'PUT') return undefined;
@@ -100,6 +150,7 @@ export function createCommandSender(nats: Nats, defaults: { timeoutMs: number })
     const subject = def.subject;
     if (subject === undefined || !subject.includes('.commands.')) throw new Error(`${def.type} is not a command`);
     if (!def.validator.check(body)) throw new InvalidMessageError(`invalid ${def.type}`, def.validator.issues(body));
+    const drawn = opts.commandId === undefined || opts.commandIdDrawn === true;
     const commandId = opts.commandId ?? uuidv4();
     if (!isUuid(commandId)) throw new Error(`command id must be a UUID (got "${commandId}")`);
     const names = serviceNames(subject.split('.')[0] ?? '');
@@ -110,20 +161,9 @@ export function createCommandSender(nats: Nats, defaults: { timeoutMs: number })
     // this one says: a result for another body means the id (an idempotency key) was reused.
     const mine = (r: CommandResult, hash: string | undefined): CommandResult =>
       hash === undefined || hash === payloadHash ? r : rejected(commandId, keyReused());
-    // Subscribed before publishing: the server registers it before it sees the command.
-    const sub = nats.nc.subscribe(names.commandResultSubject(commandId));
-    const answer = (async () => {
-      for await (const m of sub) {
-        let r: unknown;
-        try {
-          r = decodeJson(m.data);
-        } catch {
-          continue;
-        }
-        if (commandResultValidator.check(r)) return mine(r, m.headers?.get(PayloadHashHeader) || undefined);
-      }
-      return undefined;
-    })();
+    // Waiting before publishing: the subscription reaches the server before the command does.
+    follow(names);
+    const wait = awaitResult(commandId, mine);
     const stored = async () => {
       const s = await storedResult(names, commandId);
       return s === undefined ? undefined : mine(s.result, s.payloadHash);
@@ -155,7 +195,11 @@ export function createCommandSender(nats: Nats, defaults: { timeoutMs: number })
               causationId: opts.trace.causationId,
               traceparent: span.traceparent,
             },
-            { [PayloadHashHeader]: payloadHash },
+            {
+              [PayloadHashHeader]: payloadHash,
+              [Header.ResultInbox]: inbox,
+              ...(drawn ? { [Header.CommandIdDrawn]: 'true' } : {}),
+            },
           ),
         });
       } catch {
@@ -168,13 +212,22 @@ export function createCommandSender(nats: Nats, defaults: { timeoutMs: number })
           { retryAfterSeconds: 1, commandId },
         );
       }
-      if (ack.duplicate) {
-        // The same command was sent before: its result may be in already.
-        const known = await stored();
-        if (known !== undefined) return known;
-      }
       const timedOut = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), timeoutMs)));
-      const r = (await Promise.race([answer, timedOut])) ?? (await stored());
+      let r: CommandResult | undefined;
+      if (ack.duplicate) {
+        // The same command was sent before: its result may be in already, or will be answered
+        // to the inbox of whoever sent it first (another instance, perhaps), so it is looked
+        // for in the results bucket, more and more rarely, until the timeout.
+        let done = false;
+        void timedOut.then(() => (done = true));
+        for (let pause = 25; r === undefined && !done; pause = Math.min(pause * 2, 500)) {
+          r = await stored();
+          if (r === undefined) r = await Promise.race([wait.result, delay(pause), timedOut]);
+        }
+      } else {
+        r = await Promise.race([wait.result, timedOut]);
+      }
+      r ??= await stored();
       span.setAttribute('obey.command.status', r?.status ?? 'pending');
       return r ?? { status: 'pending', commandId };
     } catch (err) {
@@ -182,7 +235,7 @@ export function createCommandSender(nats: Nats, defaults: { timeoutMs: number })
       throw err;
     } finally {
       if (timer !== undefined) clearTimeout(timer);
-      sub.unsubscribe();
+      wait.stop();
       span.end();
     }
   }
@@ -290,8 +343,16 @@ export function createCommandProcessor(opts: CommandProcessorOptions): CommandPr
   }
 
   /** Answers a waiting sender; `payloadHash` is that of the command the result belongs to. */
-  function reply(commandId: string, result: CommandResult, payloadHash: string, meta: MessageMeta | undefined): void {
-    nats.nc.publish(names.commandResultSubject(commandId), encodeJson(result), {
+  function reply(
+    commandId: string,
+    result: CommandResult,
+    payloadHash: string,
+    meta: MessageMeta | undefined,
+    inbox: string | undefined,
+  ): void {
+    const subject =
+      inbox === undefined ? names.commandResultSubject(commandId) : `${names.service}.command-results.${inbox}.${commandId}`;
+    nats.nc.publish(subject, encodeJson(result), {
       headers: encodeHeaders(
         {
           type: RESULT_TYPE,
@@ -308,7 +369,13 @@ export function createCommandProcessor(opts: CommandProcessorOptions): CommandPr
   /** Stores a final answer and sends it; a failure to store leaves the message to redelivery. */
   async function settle(m: JsMsg, commandId: string, result: CommandResult, payloadHash: string, meta: MessageMeta | undefined) {
     const kept = await storeResult(commandId, result, payloadHash);
-    reply(commandId, kept.payloadHash === payloadHash ? kept.result : rejected(commandId, keyReused()), payloadHash, meta);
+    reply(
+      commandId,
+      kept.payloadHash === payloadHash ? kept.result : rejected(commandId, keyReused()),
+      payloadHash,
+      meta,
+      inboxOf(m),
+    );
     m.ack();
   }
 
@@ -361,12 +428,15 @@ export function createCommandProcessor(opts: CommandProcessorOptions): CommandPr
     let meta: MessageMeta | undefined;
     try {
       if (!isUuid(commandId)) throw new InvalidMessageError('Nats-Msg-Id must be the command id (a UUID)');
-      const previous = await results.get(commandId);
+      // A command whose sender drew its id, delivered for the first time, cannot have a result
+      // yet; any other may (a retry with an Idempotency-Key past the duplicate window, a
+      // redelivery, a replay), and then gets that result instead of a second effect.
+      const previous = firstOfItsId(m) ? null : await results.get(commandId);
       if (previous !== null && previous.operation === 'PUT') {
         const stored: unknown = previous.json();
         if (storedCommandResultValidator.check(stored)) {
           const same = stored.payloadHash === payloadHash;
-          reply(commandId, same ? stored.result : rejected(commandId, keyReused()), payloadHash, meta);
+          reply(commandId, same ? stored.result : rejected(commandId, keyReused()), payloadHash, meta, inboxOf(m));
           m.ack();
           outcome = 'duplicate';
           return;
@@ -484,6 +554,14 @@ export function createCommandProcessor(opts: CommandProcessorOptions): CommandPr
     }
   }
 
+  function firstOfItsId(m: JsMsg): boolean {
+    return (
+      m.headers?.get(Header.CommandIdDrawn) === 'true' &&
+      m.info.deliveryCount === 1 &&
+      (m.headers?.get(Header.CommandSince) ?? '') === ''
+    );
+  }
+
   function commandSince(m: JsMsg): Date | undefined {
     const first = m.headers?.get(Header.CommandSince);
     if (first !== undefined && first !== '' && !Number.isNaN(Date.parse(first))) return new Date(first);
@@ -536,6 +614,14 @@ function hashOfMessage(data: Uint8Array): string {
     return createHash('sha256').update(data).digest('hex');
   }
 }
+
+/** The sender's result inbox, when it names one that can be a subject token. */
+function inboxOf(m: JsMsg): string | undefined {
+  const inbox = m.headers?.get(Header.ResultInbox) ?? '';
+  return /^[A-Za-z0-9_-]{1,64}$/.test(inbox) ? inbox : undefined;
+}
+
+const delay = (ms: number) => new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), ms));
 
 function keyReused(): DomainError {
   return new DomainError('idempotency-key-reused', 'conflict', 'this idempotency key was used for another command');

@@ -16,6 +16,17 @@ export const Header = {
   CommandId: 'Obey-Command-Id',
   /** When a command was first published; set on a replay, so its earlier effect is found. */
   CommandSince: 'Obey-Command-Since',
+  /**
+   * On a command: `true` when its sender drew the command id itself (no Idempotency-Key), so no
+   * earlier command can have had it and the handler need not look for a stored result first.
+   */
+  CommandIdDrawn: 'Obey-Command-Id-Drawn',
+  /**
+   * On a command: the sender's result inbox, a token. The handler answers on
+   * `<svc>.command-results.<inbox>.<commandId>`, which the sender follows with one wildcard
+   * subscription for all its commands; without it, on `<svc>.command-results.<commandId>`.
+   */
+  ResultInbox: 'Obey-Result-Inbox',
 } as const;
 
 /** The envelope of a message: what it is and which conversation it belongs to. */

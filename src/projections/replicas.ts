@@ -1,9 +1,12 @@
+import type { Msg, Status, Subscription } from '@nats-io/nats-core';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { TSchema } from 'typebox';
 import type { MessageDefinition } from '../../schemas/message.js';
 import type { Leases } from '../eventstore/leases.js';
 import type { Nats } from '../eventstore/nats.js';
+import { LruCache } from '../eventstore/lru.js';
+import { decodeHeaders, decodeJson } from '../eventstore/headers.js';
 import type { StoredEvent } from '../eventstore/store.js';
 import type { ServiceNames } from '../eventstore/streams.js';
 import { createRedisProjection, type RedisProjection } from './redis.js';
@@ -33,6 +36,10 @@ export interface ReplicaCacheOptions<T> {
   fromNotification(event: StoredEvent): Replica<T> | null;
   /** Asks the owner for a replica not seen yet (null when it does not exist). */
   fetch(id: string): Promise<Replica<T> | null>;
+  /** Replicas each instance keeps in memory besides Redis (default 10,000; 0: none). */
+  readonly memoCapacity?: number;
+  /** How long a replica is used from memory at most (default 60 s). */
+  readonly memoTtlMs?: number;
 }
 
 export interface ReplicaCache<T> {
@@ -43,6 +50,9 @@ export interface ReplicaCache<T> {
   get(id: string): Promise<T | null>;
   /** Many replicas at once (for pages); those that cannot be had now are left out. */
   getMany(ids: readonly string[]): Promise<Map<string, T>>;
+  /** Starts this instance's memory of replicas (it follows the notifications from now on). */
+  startMemo(): Promise<void>;
+  stopMemo(): Promise<void>;
 }
 
 // Keeps the newer of two replicas: notifications and fetches may arrive in any order.
@@ -88,17 +98,81 @@ export function createReplicaCache<T>(opts: ReplicaCacheOptions<T>): ReplicaCach
     source: { name, description: opts.description, stream: opts.stream, events: opts.events },
   });
 
+  /*
+   * Each instance also keeps the replicas it used lately in memory, so that a request needs no
+   * Redis read for its caller (bench:content). Every instance hears the notifications itself (a
+   * plain subscription to their subjects; the stream is not needed to hear what is published
+   * from now on) and keeps the newest revision of each id it heard of. A replica read from Redis
+   * or fetched from its owner is remembered only when it is at least that new: Redis may lag
+   * behind the notification that just came. A notification's own replica replaces an older one
+   * in memory. Nothing is remembered before the subscription runs, nor while the connection is
+   * down (what was published meanwhile went unheard: memory is emptied), and an entry is used
+   * for `memoTtlMs` at most.
+   */
+  const memoCapacity = opts.memoCapacity ?? 10_000;
+  const memoTtl = opts.memoTtlMs ?? 60_000;
+  const memo = new LruCache<string, { replica: Replica<T>; at: number }>(Math.max(1, memoCapacity));
+  const newest = new LruCache<string, number>(Math.max(1, memoCapacity * 2));
+  const definitions = new Map(opts.events.map((d) => [d.type, d]));
+  let following = false;
+  let subscriptions: Subscription[] = [];
+  let statuses: (AsyncIterable<Status> & { stop?: () => void }) | undefined;
+
+  function remember(r: Replica<T>): void {
+    if (!following) return;
+    if (r.revision < (newest.get(r.id) ?? 0)) return;
+    const held = memo.get(r.id);
+    if (held === undefined || held.replica.revision <= r.revision) memo.set(r.id, { replica: r, at: Date.now() });
+  }
+  function recall(id: string): T | undefined {
+    const held = memo.get(id);
+    if (held === undefined) return undefined;
+    if (!following || Date.now() - held.at >= memoTtl || held.replica.revision < (newest.get(id) ?? 0)) {
+      memo.delete(id);
+      return undefined;
+    }
+    return held.replica.value;
+  }
+  function heard(m: Msg): void {
+    let e: StoredEvent;
+    try {
+      const meta = decodeHeaders(m.headers);
+      // A live notification's position in its stream is not known here; no replica needs it.
+      e = {
+        type: meta.type,
+        version: meta.version,
+        data: decodeJson(m.data),
+        meta,
+        subject: m.subject,
+        position: 0,
+        time: new Date(),
+      };
+    } catch {
+      return;
+    }
+    const def = definitions.get(e.type);
+    // What the runner would refuse (and park) is not remembered either.
+    if (def === undefined || e.version !== def.version || !def.validator.check(e.data)) return;
+    const r = opts.fromNotification(e);
+    if (r === null) return;
+    newest.set(r.id, Math.max(newest.get(r.id) ?? 0, r.revision));
+    remember(r);
+  }
+
   async function fetchAndKeep(id: string): Promise<T | null> {
     const r = await opts.fetch(id);
     if (r === null) return null;
     await redis.eval(PUT_IF_NEWER, 1, key(id), String(r.revision), encode(r));
+    remember(r);
     return r.value;
   }
 
-  function decode(raw: string | null): T | undefined {
+  function decode(id: string, raw: string | null): T | undefined {
     if (raw === null) return undefined;
     try {
-      return (JSON.parse(raw) as { value: T }).value;
+      const { revision, value } = JSON.parse(raw) as { revision: number; value: T };
+      if (typeof revision === 'number') remember({ id, revision, value });
+      return value;
     } catch {
       return undefined;
     }
@@ -108,16 +182,23 @@ export function createReplicaCache<T>(opts: ReplicaCacheOptions<T>): ReplicaCach
     runner,
     projection,
     async get(id) {
-      return decode(await redis.get(key(id))) ?? fetchAndKeep(id);
+      return recall(id) ?? decode(id, await redis.get(key(id))) ?? fetchAndKeep(id);
     },
     async getMany(ids) {
       const unique = [...new Set(ids)];
       const out = new Map<string, T>();
       if (unique.length === 0) return out;
-      const raws = await redis.mget(unique.map(key));
+      const unknown: string[] = [];
+      for (const id of unique) {
+        const v = recall(id);
+        if (v === undefined) unknown.push(id);
+        else out.set(id, v);
+      }
+      if (unknown.length === 0) return out;
+      const raws = await redis.mget(unknown.map(key));
       const missing: string[] = [];
-      unique.forEach((id, i) => {
-        const v = decode(raws[i] ?? null);
+      unknown.forEach((id, i) => {
+        const v = decode(id, raws[i] ?? null);
         if (v === undefined) missing.push(id);
         else out.set(id, v);
       });
@@ -132,6 +213,40 @@ export function createReplicaCache<T>(opts: ReplicaCacheOptions<T>): ReplicaCach
         }),
       );
       return out;
+    },
+    async startMemo() {
+      if (memoCapacity === 0 || subscriptions.length > 0) return;
+      const { nc } = opts.nats;
+      subscriptions = opts.events
+        .map((d) => d.subject)
+        .filter((subject): subject is string => subject !== undefined)
+        .map((subject) =>
+          nc.subscribe(subject, {
+            callback: (err, m) => {
+              if (err === null) heard(m);
+            },
+          }),
+        );
+      await nc.flush();
+      following = !nc.isClosed();
+      statuses = nc.status();
+      void (async () => {
+        for await (const st of statuses!) {
+          if (st.type === 'disconnect') {
+            following = false;
+            memo.clear();
+          } else if (st.type === 'reconnect') {
+            following = subscriptions.length > 0;
+          }
+        }
+      })().catch(() => undefined);
+    },
+    async stopMemo() {
+      following = false;
+      for (const sub of subscriptions.splice(0)) sub.unsubscribe();
+      statuses?.stop?.();
+      statuses = undefined;
+      memo.clear();
     },
   };
 }

@@ -188,12 +188,13 @@ export function createAlertsService(opts: AlertsServiceOptions): AlertsService {
         inboxRunner,
         users.runner,
       );
+      await users.startMemo();
       await processor.start();
       for (const r of runners) r.start();
     },
     async stop() {
       await processor.stop();
-      await Promise.all(runners.map((r) => r.stop()));
+      await Promise.all([...runners.map((r) => r.stop()), users.stopMemo()]);
       await Promise.all([inbox.close(), users.projection.close()]);
     },
     async ready() {

@@ -149,6 +149,7 @@ export function createContentService(opts: ContentServiceOptions): ContentServic
     },
     async start() {
       await projection.setup();
+      await users.startMemo();
       await processor.start();
       forumRunner.start();
       notifications.start();
@@ -156,7 +157,7 @@ export function createContentService(opts: ContentServiceOptions): ContentServic
     },
     async stop() {
       await processor.stop();
-      await Promise.all([forumRunner.stop(), notifications.stop(), users.runner.stop()]);
+      await Promise.all([forumRunner.stop(), notifications.stop(), users.runner.stop(), users.stopMemo()]);
       await users.projection.close();
     },
     async ready() {

@@ -188,8 +188,9 @@ export async function contentRoutes(app: FastifyInstance, deps: ContentRoutesDep
    */
   function creation(request: FastifyRequest, type: string, caller: string) {
     const key = request.headers['idempotency-key'];
-    const commandId = typeof key === 'string' && key !== '' ? commandIdFromIdempotencyKey(key, `${type}:${caller}`) : uuidv4();
-    return { commandId, idOf: (kind: string) => uuidv5(kind, commandId) };
+    const keyed = typeof key === 'string' && key !== '';
+    const commandId = keyed ? commandIdFromIdempotencyKey(key, `${type}:${caller}`) : uuidv4();
+    return { commandId, drawn: !keyed, idOf: (kind: string) => uuidv5(kind, commandId) };
   }
 
   async function run<S extends TSchema>(
@@ -197,7 +198,7 @@ export async function contentRoutes(app: FastifyInstance, deps: ContentRoutesDep
     reply: FastifyReply,
     def: MessageDefinition<S>,
     body: Static<S>,
-    opts: { caller: string; created?: Record<string, unknown>; commandId?: string },
+    opts: { caller: string; created?: Record<string, unknown>; commandId?: string; drawn?: boolean },
   ) {
     const key = request.headers['idempotency-key'];
     const commandId =
@@ -206,6 +207,7 @@ export async function contentRoutes(app: FastifyInstance, deps: ContentRoutesDep
     const traceparent = request.headers.traceparent;
     const outcome = await sender.send(def, body, {
       commandId,
+      commandIdDrawn: opts.drawn === true,
       trace: { correlationId: correlationIdOf(request), traceparent: typeof traceparent === 'string' ? traceparent : undefined },
       timeoutMs: deps.commandTimeoutMs,
     });
@@ -286,6 +288,7 @@ export async function contentRoutes(app: FastifyInstance, deps: ContentRoutesDep
         {
           caller: user.userId,
           commandId: made.commandId,
+          drawn: made.drawn,
           created: { id },
         },
       );
@@ -360,7 +363,7 @@ export async function contentRoutes(app: FastifyInstance, deps: ContentRoutesDep
         reply,
         AddSection,
         { categoryId, sectionId: id, name: b.name, description: b.description ?? '', position: b.position ?? 0, by: user.userId },
-        { caller: user.userId, created: { id, categoryId }, commandId: made.commandId },
+        { caller: user.userId, created: { id, categoryId }, commandId: made.commandId, drawn: made.drawn },
       );
     },
   );
@@ -508,7 +511,7 @@ export async function contentRoutes(app: FastifyInstance, deps: ContentRoutesDep
           body: b.body,
           author: { userId: user.userId, nickname: user.nickname },
         },
-        { caller: user.userId, created: { id: threadId, firstPostId: postId }, commandId: made.commandId },
+        { caller: user.userId, created: { id: threadId, firstPostId: postId }, commandId: made.commandId, drawn: made.drawn },
       );
     },
   );
@@ -718,7 +721,7 @@ export async function contentRoutes(app: FastifyInstance, deps: ContentRoutesDep
           replyToPostId: b.replyToPostId ?? null,
           author: { userId: user.userId, nickname: user.nickname },
         },
-        { caller: user.userId, created: { id: postId, threadId }, commandId: made.commandId },
+        { caller: user.userId, created: { id: postId, threadId }, commandId: made.commandId, drawn: made.drawn },
       );
     },
   );
