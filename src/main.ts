@@ -8,13 +8,12 @@ import { createServiceRuntime, type ServiceRuntime } from './eventstore/service-
 import { buildApp } from './http/app.js';
 import { describeRoute, openObject } from './http/openapi.js';
 import { Type } from 'typebox';
-import { Redis } from 'ioredis';
-import { Kysely, PostgresDialect } from 'kysely';
-import pg from 'pg';
+import { connectPostgres } from './projections/postgres.js';
+import { connectRedis } from './projections/redis.js';
 import { createCommandSender } from './eventstore/commands.js';
 import { createAuthService } from './services/auth/index.js';
 import { createMailingService } from './services/mailing/index.js';
-import { createContentService } from './services/content/index.js';
+import { createContentService, DEFAULT_CONTENT_LIMITS } from './services/content/index.js';
 import { createAlertsService } from './services/alerts/index.js';
 import { createMetrics, observeEmailOutcome } from './observability/metrics.js';
 import { registerMetricsRoute } from './observability/metrics-route.js';
@@ -68,8 +67,9 @@ async function main(): Promise<void> {
     name: `obeyforum:${services.join(',')}`,
     user: config.natsUser,
     password: config.natsPassword,
+    replicas: config.natsReplicas,
   });
-  log.info({ server: nats.serverVersion, services }, 'connected to NATS');
+  log.info({ server: nats.serverVersion, services, replicas: nats.replicas }, 'connected to NATS');
   const runtimes: ServiceRuntime[] = [];
   for (const s of services)
     runtimes.push(await createServiceRuntime(nats, s, log, { version: VERSION, description: DESCRIPTIONS[s] }));
@@ -87,10 +87,8 @@ async function main(): Promise<void> {
   const app = buildApp({ log, trustProxy: config.trustProxy, openapi: true });
 
   if (services.includes('auth')) {
-    const db = new Kysely<any>({
-      dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: config.auth.databaseUrl, max: 10 }) }),
-    });
-    const redis = new Redis(config.auth.redisUrl, { maxRetriesPerRequest: 3 });
+    const db = connectPostgres(config.auth.databaseUrl, { log });
+    const redis = connectRedis(config.auth.redisUrl, { log });
     closers.push(
       () => db.destroy(),
       () => redis.quit(),
@@ -111,10 +109,8 @@ async function main(): Promise<void> {
     running.push({ name: 'auth', stop: () => auth.stop(), ready: () => auth.ready() });
   }
   if (services.includes('content')) {
-    const db = new Kysely<any>({
-      dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: config.content.databaseUrl, max: 10 }) }),
-    });
-    const redis = new Redis(config.content.redisUrl, { maxRetriesPerRequest: 3 });
+    const db = connectPostgres(config.content.databaseUrl, { log });
+    const redis = connectRedis(config.content.redisUrl, { log });
     closers.push(
       () => db.destroy(),
       () => redis.quit(),
@@ -127,13 +123,18 @@ async function main(): Promise<void> {
       jwtSecret: config.jwtSecret,
       commandTimeoutMs: config.commandTimeoutMs,
       readYourWritesTimeoutMs: config.readYourWritesTimeoutMs,
+      limits: {
+        ...DEFAULT_CONTENT_LIMITS,
+        postsPerMinute: config.content.postsPerMinute ?? DEFAULT_CONTENT_LIMITS.postsPerMinute,
+        newAccountPostsPerMinute: config.content.newAccountPostsPerMinute ?? DEFAULT_CONTENT_LIMITS.newAccountPostsPerMinute,
+      },
     });
     await app.register(async (scope) => content.routes(scope), { prefix: '/api/content' });
     await content.start();
     running.push({ name: 'content', stop: () => content.stop(), ready: () => content.ready() });
   }
   if (services.includes('alerts')) {
-    const redis = new Redis(config.alerts.redisUrl, { maxRetriesPerRequest: 3 });
+    const redis = connectRedis(config.alerts.redisUrl, { log });
     closers.push(() => redis.quit());
     const alerts = createAlertsService({
       runtime: runtimeOf('alerts'),

@@ -99,3 +99,35 @@ export class RemoteError extends Error {
 function formatIssues(issues: readonly ValidationIssue[]): string {
   return issues.map((i) => `${i.path} ${i.message}`).join('; ');
 }
+
+/** Node's socket errors: the server is not there (or went away). */
+const SOCKET_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+]);
+/** SQLSTATEs of a Postgres that is down, starting, or ending connections (besides class 08). */
+const POSTGRES_DOWN = new Set(['57P01', '57P02', '57P03', '53300']);
+/** What pg and ioredis throw, without a code, for a connection that is gone or cannot be made. */
+const CONNECTION_LOST =
+  /^(Connection terminated|Client has encountered a connection error|timeout exceeded when trying to connect|Connection is closed|Stream isn't writeable|Reached the max retries per request limit|LOADING )/;
+
+/**
+ * Whether `err` (or one of its causes) says a store is unreachable for now (Postgres or Redis
+ * down, restarting or recovering) rather than that the request or the code is wrong: the
+ * caller answers 503 and the client tries again, never a 500.
+ */
+export function isUnavailableError(err: unknown): boolean {
+  for (let e = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && (SOCKET_CODES.has(code) || POSTGRES_DOWN.has(code) || /^08[0-9A-Z]{3}$/.test(code)))
+      return true;
+    if (e.name === 'MaxRetriesPerRequestError' || CONNECTION_LOST.test(e.message)) return true;
+  }
+  return false;
+}

@@ -14,6 +14,7 @@ import { ErrorBody, type ErrorKind } from '../../schemas/platform.js';
 import {
   DomainError,
   InvalidMessageError,
+  isUnavailableError,
   NoRespondersError,
   RemoteError,
   RequestTimeoutError,
@@ -292,6 +293,15 @@ async function answer<Req extends TSchema, Res extends TSchema>(
     result = await def.handler(body, { meta, log });
   } catch (err) {
     if (err instanceof DomainError) return errorReply(STATUS_OF_KIND[err.kind], err.toBody(), meta.correlationId);
+    if (isUnavailableError(err)) {
+      // The asker may try again (or answer its own client 503): an outage, not a bug.
+      log.warn({ err, request: def.request.type }, 'request handler failed: a store is unavailable');
+      return errorReply(
+        503,
+        { code: 'store-unavailable', kind: 'unavailable', message: 'the service cannot reach its storage right now' },
+        meta.correlationId,
+      );
+    }
     log.error({ err, request: def.request.type }, 'request handler failed');
     return internalReply(meta.correlationId);
   }

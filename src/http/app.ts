@@ -12,7 +12,7 @@ import type { Logger } from 'pino';
 import { v4 as uuidv4, validate as isUuid } from 'uuid';
 import type { ErrorBody, ErrorKind } from '../../schemas/platform.js';
 import type { CommandOutcome } from '../eventstore/commands.js';
-import { DomainError, STATUS_OF_KIND } from '../eventstore/errors.js';
+import { DomainError, isUnavailableError, STATUS_OF_KIND } from '../eventstore/errors.js';
 import { metricsEnabled, observeHttpRequest } from '../observability/metrics.js';
 import { activate, markTraceBound, startSpan, tracingEnabled, type SpanHandle } from '../observability/tracing.js';
 import { registerOpenApi } from './openapi.js';
@@ -159,6 +159,16 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     const status = fe.statusCode ?? 500;
     if (status >= 400 && status < 500) {
       return problem(reply, request, status, { code: fastifyCode(fe), kind: kindOfStatus(status), message: err.message });
+    }
+    // A store that is down or restarting (Postgres, Redis) is an outage to wait out, not a bug.
+    if (isUnavailableError(err)) {
+      request.log.warn({ err }, 'request failed: a store is unavailable');
+      void reply.header('retry-after', '1');
+      return problem(reply, request, 503, {
+        code: 'store-unavailable',
+        kind: 'unavailable',
+        message: 'the service cannot reach its storage right now; try again shortly',
+      });
     }
     request.log.error({ err }, 'request failed');
     return problem(reply, request, status >= 500 ? status : 500, {

@@ -1,6 +1,6 @@
 import type { FastifyRequest } from 'fastify';
 import { isBanned, tokenAccepted, type AccessTokenClaims, type UserProfile } from '../../schemas/auth.js';
-import { DomainError, NoRespondersError, RequestTimeoutError } from '../eventstore/errors.js';
+import { DomainError, NoRespondersError, RemoteError, RequestTimeoutError } from '../eventstore/errors.js';
 import { bearerClaims } from './bearer.js';
 
 /** Where a service finds what it keeps of a user (its replicas). */
@@ -22,7 +22,12 @@ export async function callerOf(
   try {
     user = await users.get(claims.sub);
   } catch (err) {
-    if (err instanceof RequestTimeoutError || err instanceof NoRespondersError) {
+    // Auth not answering, or answering that it cannot reach its own storage (503).
+    if (
+      err instanceof RequestTimeoutError ||
+      err instanceof NoRespondersError ||
+      (err instanceof RemoteError && err.status === 503)
+    ) {
       throw new DomainError('auth-unavailable', 'unavailable', 'your account cannot be checked right now; try again shortly');
     }
     throw err;

@@ -1,9 +1,38 @@
-import type { ChainableCommander, Redis } from 'ioredis';
+import { Redis, type ChainableCommander } from 'ioredis';
+import type { Logger } from 'pino';
 import type { TSchema } from 'typebox';
 import type { MessageDefinition } from '../../schemas/message.js';
 import type { StoredEvent } from '../eventstore/store.js';
 import { createKeyedLock } from '../eventstore/keyed-lock.js';
 import { PartiallyAppliedError, type ProjectionTarget } from './runner.js';
+
+/** Longest pause between two attempts to reconnect to a Redis that went away. */
+const REDIS_RECONNECT_MAX_MS = 1_000;
+
+/**
+ * A service's Redis connection. While Redis is down a command waits for at most three attempts
+ * to reconnect (three seconds at most) and then fails, so that a request is answered 503 soon
+ * rather than held (ioredis's defaults hold it for 20 s, and reconnect only every 5 s); the
+ * connection is back within a second of Redis. The outage is logged once, and its end.
+ */
+export function connectRedis(url: string, opts: { log: Logger }): Redis {
+  const redis = new Redis(url, {
+    maxRetriesPerRequest: 2,
+    retryStrategy: (attempt) => Math.min(REDIS_RECONNECT_MAX_MS, 100 * 2 ** (attempt - 1)),
+  });
+  let down = false;
+  redis.on('error', (err) => {
+    if (down) return;
+    down = true;
+    opts.log.warn({ err }, 'Redis connection lost, reconnecting');
+  });
+  redis.on('ready', () => {
+    if (!down) return;
+    down = false;
+    opts.log.info('Redis connection back');
+  });
+  return redis;
+}
 
 /**
  * A read model or cache in Redis. Its keys start with `<name>:`; `<name>:checkpoint` holds the

@@ -1,10 +1,11 @@
 import type { FastifyInstance, RouteOptions } from 'fastify';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { createCommandSender } from '../eventstore/commands.js';
 import { connectNats, type Nats } from '../eventstore/nats.js';
 import { createServiceRuntime, type ServiceRuntime } from '../eventstore/service-runtime.js';
 import { testLog } from '../eventstore/testing/nats.js';
 import { buildApp } from '../http/app.js';
+import { connectRedis } from '../projections/redis.js';
 import { freshDatabase, type TestDatabase } from '../projections/testing/postgres.js';
 import { createAuthService, DEFAULT_LIMITS, type AuthService } from '../services/auth/index.js';
 import {
@@ -33,7 +34,10 @@ export const TEST_JWT_SECRET = 'system-tests-secret-0123456789abcdef0123456789';
 export interface TestSystem {
   readonly app: FastifyInstance;
   readonly nats: Nats;
+  /** Its own nats-server; there is none (reading this throws) when it was given `opts.nats`. */
   readonly natsServer: TestServer;
+  /** The Redis servers behind `redis`, to kill and restart (empty: they keep nothing on disk). */
+  readonly redisServers: { readonly auth: TestServer; readonly content: TestServer; readonly alerts: TestServer };
   readonly smtp: TestSmtpServer;
   readonly redis: { readonly auth: Redis; readonly content: Redis; readonly alerts: Redis };
   readonly databases: { readonly auth: TestDatabase; readonly content: TestDatabase };
@@ -56,27 +60,38 @@ export async function startTestSystem(
     log?: Logger;
     /** Turns tracing on for the process, every span handed to this exporter as it ends. */
     spanExporter?: SpanExporter;
+    /** The Postgres server (its maintenance database) the databases are made on; default the local one. */
+    postgres?: { url: string };
+    /**
+     * The NATS servers to run on (a cluster, say) instead of a nats-server of its own, and the
+     * replicas of what the platform creates there. They are the caller's to stop.
+     */
+    nats?: { urls: readonly string[]; replicas: number };
   } = {},
 ): Promise<TestSystem> {
   const [natsServer, authRedisServer, contentRedisServer, alertsRedisServer, smtp, authDb, contentDb] = await Promise.all([
-    startNatsServer(),
+    opts.nats === undefined ? startNatsServer() : undefined,
     startRedisServer(),
     startRedisServer(),
     startRedisServer(),
     startSmtpServer(),
-    freshDatabase(),
-    freshDatabase(),
+    freshDatabase(opts.postgres?.url),
+    freshDatabase(opts.postgres?.url),
   ]);
   const log = opts.log ?? testLog;
   const tracing = await createTracing({ serviceName: 'obeyforum-test', exporter: opts.spanExporter });
   const metrics = createMetrics();
   // A start that fails half way must not leave servers and databases behind.
   try {
-    const nats = await connectNats({ url: natsServer.url, name: 'system-test' });
+    const nats = await connectNats({
+      url: opts.nats?.urls.join(',') ?? natsServer!.url,
+      name: 'system-test',
+      replicas: opts.nats?.replicas,
+    });
     const redis = {
-      auth: new Redis(authRedisServer.url, { maxRetriesPerRequest: 3 }),
-      content: new Redis(contentRedisServer.url, { maxRetriesPerRequest: 3 }),
-      alerts: new Redis(alertsRedisServer.url, { maxRetriesPerRequest: 3 }),
+      auth: connectRedis(authRedisServer.url, { log }),
+      content: connectRedis(contentRedisServer.url, { log }),
+      alerts: connectRedis(alertsRedisServer.url, { log }),
     };
     const runtime = (svc: string) => createServiceRuntime(nats, svc, log, { version: '0.0.0', description: `${svc} under test` });
     const runtimes = {
@@ -133,7 +148,11 @@ export async function startTestSystem(
     return {
       app,
       nats,
-      natsServer,
+      get natsServer() {
+        if (natsServer === undefined) throw new Error('this test system runs on the NATS servers it was given');
+        return natsServer;
+      },
+      redisServers: { auth: authRedisServer, content: contentRedisServer, alerts: alertsRedisServer },
       smtp,
       redis,
       databases: { auth: authDb, content: contentDb },
@@ -151,7 +170,7 @@ export async function startTestSystem(
         redis.content.disconnect();
         redis.alerts.disconnect();
         await Promise.all([
-          natsServer.stop(),
+          natsServer?.stop(),
           authRedisServer.stop(),
           contentRedisServer.stop(),
           alertsRedisServer.stop(),
@@ -167,9 +186,10 @@ export async function startTestSystem(
     metrics.close();
     await tracing.shutdown();
     await Promise.allSettled([
-      natsServer.stop(),
+      natsServer?.stop(),
       authRedisServer.stop(),
       contentRedisServer.stop(),
+      alertsRedisServer.stop(),
       smtp.close(),
       authDb.drop(),
       contentDb.drop(),

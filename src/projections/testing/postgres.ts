@@ -1,6 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { Kysely, PostgresDialect, sql } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import pg from 'pg';
+import { testLog } from '../../eventstore/testing/nats.js';
+import { connectPostgres } from '../postgres.js';
 
 /** A connection to the server's maintenance database, used to create and drop test databases. */
 export const TEST_POSTGRES_URL = process.env.TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
@@ -14,16 +16,16 @@ export interface TestDatabase {
 
 /**
  * A database of its own on the local server (`obey_test_<random>`), so a test file never sees
- * another's schemas and never has to truncate anything.
+ * another's schemas and never has to truncate anything. `serverUrl` (a maintenance database)
+ * puts it on another server, e.g. one a test starts for itself to crash.
  */
-export async function freshDatabase(): Promise<TestDatabase> {
+export async function freshDatabase(serverUrl: string = TEST_POSTGRES_URL): Promise<TestDatabase> {
   const name = `obey_test_${randomBytes(5).toString('hex')}`;
-  await admin((c) => c.query(`create database ${name}`));
-  const url = new URL(TEST_POSTGRES_URL);
+  await admin(serverUrl, (c) => c.query(`create database ${name}`));
+  const url = new URL(serverUrl);
   url.pathname = `/${name}`;
-  const db = new Kysely<any>({
-    dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: url.toString(), max: 10 }) }),
-  });
+  // As the services connect: a test that restarts the server must not lose its process.
+  const db = connectPostgres(url.toString(), { log: testLog });
   return {
     name,
     db,
@@ -31,7 +33,7 @@ export async function freshDatabase(): Promise<TestDatabase> {
       await db.destroy();
       // The pool's connections close asynchronously; forcing them out would make their
       // clients emit errors nobody listens to any more.
-      await admin(async (c) => {
+      await admin(serverUrl, async (c) => {
         for (let attempt = 1; ; attempt++) {
           try {
             await c.query(`drop database if exists ${name}`);
@@ -46,8 +48,8 @@ export async function freshDatabase(): Promise<TestDatabase> {
   };
 }
 
-async function admin(work: (c: pg.Client) => Promise<unknown>): Promise<void> {
-  const client = new pg.Client({ connectionString: TEST_POSTGRES_URL });
+async function admin(serverUrl: string, work: (c: pg.Client) => Promise<unknown>): Promise<void> {
+  const client = new pg.Client({ connectionString: serverUrl });
   await client.connect();
   try {
     await work(client);
