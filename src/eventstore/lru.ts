@@ -16,8 +16,14 @@ export class LruCache<K, V> {
     this.#entries.delete(key);
     this.#entries.set(key, value);
     if (this.#entries.size > this.capacity) {
-      const oldest = this.#entries.keys().next();
-      if (oldest.done !== true) this.#entries.delete(oldest.value);
+      // A sixteenth at a time, through one iterator: finding the oldest entry walks past the
+      // slots the Map keeps for deleted entries until it compacts, and doing that on every set
+      // of a full cache cost 3% of a busy command handler (bench:content).
+      let excess = Math.max(1, Math.ceil(this.capacity / 16));
+      for (const key of this.#entries.keys()) {
+        if (excess-- === 0) break;
+        this.#entries.delete(key);
+      }
     }
   }
 

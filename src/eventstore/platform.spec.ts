@@ -75,6 +75,14 @@ describe('LRU cache', () => {
     expect(c.get('a')).toBe(1);
     expect(c.size).toBe(2);
   });
+  it('stays within its capacity when full, forgetting the oldest entries', () => {
+    const c = new LruCache<number, number>(1_000);
+    for (let i = 0; i < 5_000; i++) c.set(i, i);
+    expect(c.size).toBeLessThanOrEqual(1_000);
+    expect(c.size).toBeGreaterThan(900);
+    expect(c.get(4_999)).toBe(4_999);
+    expect(c.get(3_000)).toBeUndefined();
+  });
 });
 
 describe('configuration', () => {
