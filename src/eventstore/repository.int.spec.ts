@@ -84,6 +84,50 @@ describe('aggregate repository', () => {
     expect(counting.reads()).toBe(after);
   });
 
+  it('when following appends, loads a cached state without asking the store, and hears what another instance appends', async () => {
+    const id = uuidv4();
+    let asked = 0;
+    const counted: EventStore = {
+      ...store,
+      async lastRevision(aggregate, aid) {
+        asked++;
+        return store.lastRevision(aggregate, aid);
+      },
+      read(aggregate, aid, after) {
+        asked++;
+        return store.read(aggregate, aid, after);
+      },
+    };
+    const other = createAggregateRepository({ store, aggregate: ledgerAccount, log: testLog });
+    const repo = createAggregateRepository({ store: counted, aggregate: ledgerAccount, log: testLog, follow: t.nats });
+    try {
+      await other.execute(id, { type: 'open', accountId: id, owner: 'ann' }, ctx());
+      await repo.load(id);
+      // Following starts with the first load; what was read before it is read once more.
+      await new Promise((r) => setTimeout(r, 300));
+      await repo.load(id);
+      const before = asked;
+      for (let i = 0; i < 5; i++) expect((await repo.load(id)).state).toMatchObject({ balance: 0 });
+      expect(asked).toBe(before);
+
+      // Another instance moves it on: heard, so the next loads read the store and see it.
+      await other.execute(id, { type: 'credit', accountId: id, amount: 7 }, ctx());
+      let state: unknown;
+      for (let i = 0; i < 100; i++) {
+        state = (await repo.load(id)).state;
+        if ((state as { balance: number }).balance === 7) break;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      expect(state).toMatchObject({ balance: 7 });
+      // And once current again, it is trusted again.
+      const after = asked;
+      await repo.load(id);
+      expect(asked).toBe(after);
+    } finally {
+      await repo.close();
+    }
+  });
+
   it('re-checks a rejection made on a cached state that another instance has moved on', async () => {
     const id = uuidv4();
     const a = createAggregateRepository({ store, aggregate: ledgerAccount, log: testLog });

@@ -65,7 +65,8 @@ export function createContentService(opts: ContentServiceOptions): ContentServic
   const { nats, names, store, snapshots, leases, instanceId, log } = runtime;
   const lookups = {
     categories: createAggregateRepository({ store, aggregate: categoryAggregate, log }),
-    threads: createAggregateRepository({ store, aggregate: threadAggregate, snapshots, log }),
+    // Read for the facts of every post (locked, deleted), changed rarely: followed, not asked.
+    threads: createAggregateRepository({ store, aggregate: threadAggregate, snapshots, log, follow: nats }),
     posts: createAggregateRepository({ store, aggregate: postAggregate, log }),
   };
   const processor = createCommandProcessor({
@@ -157,7 +158,13 @@ export function createContentService(opts: ContentServiceOptions): ContentServic
     },
     async stop() {
       await processor.stop();
-      await Promise.all([forumRunner.stop(), notifications.stop(), users.runner.stop(), users.stopMemo()]);
+      await Promise.all([
+        forumRunner.stop(),
+        notifications.stop(),
+        users.runner.stop(),
+        users.stopMemo(),
+        lookups.threads.close(),
+      ]);
       await users.projection.close();
     },
     async ready() {
