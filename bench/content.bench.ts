@@ -54,7 +54,7 @@ import { connectNats, type Nats } from '../src/eventstore/nats.js';
 import { serviceNames } from '../src/eventstore/streams.js';
 import { TEST_POSTGRES_URL } from '../src/projections/testing/postgres.js';
 import { signedInUser, startTestSystem, type TestSystem, type TestUser } from '../src/testing/system.js';
-import { fmt, intEnv, latencySummary, median, percentile, round, sleep, sorted } from './lib.js';
+import { fmt, intEnv, latencySummary, median, percentile, registerRawPublishRoute, round, sleep, sorted } from './lib.js';
 
 const USERS = intEnv('BENCH_USERS', 16);
 const THREADS = intEnv('BENCH_THREADS', 32);
@@ -592,11 +592,7 @@ async function quiesce(s: Setup, timeoutMs = 30_000): Promise<number> {
 /** The baselines' app: raw publish to JetStream, and a one-query page from Postgres. */
 async function startRawServer(rawNats: Nats, pool: pg.Pool): Promise<{ app: FastifyInstance; base: string }> {
   const app = Fastify({ logger: false });
-  app.post('/raw/threads/:id/posts', async (request, reply) => {
-    const { id } = request.params as { id: string };
-    const ack = await rawNats.js.publish(`contentbench.posts.${id}`, JSON.stringify(request.body));
-    return reply.code(201).send({ threadId: id, position: ack.seq });
-  });
+  registerRawPublishRoute(app, rawNats, (id) => `contentbench.posts.${id}`);
   app.get('/raw/threads/:id/posts', async (request) => {
     const { id } = request.params as { id: string };
     const { rows } = await pool.query('select * from content_forum.posts where thread_id = $1 order by number limit 20', [id]);

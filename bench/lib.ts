@@ -1,4 +1,13 @@
-/** Helpers shared by the benchmarks: settings from the environment, and latency statistics. */
+/**
+ * Helpers shared by the benchmarks: settings from the environment, latency statistics, what
+ * /proc says of a process, and the raw HTTP → NATS → JetStream baseline route.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { AckPolicy, DeliverPolicy, StorageType } from '@nats-io/jetstream';
+import Fastify, { type FastifyInstance } from 'fastify';
+import { connectNats, type Nats } from '../src/eventstore/nats.js';
 
 export function intEnv(name: string, fallback: number): number {
   const raw = process.env[name];
@@ -38,5 +47,258 @@ export function latencySummary(xs: ArrayLike<number>) {
     p99Ms: round(percentile(s, 0.99), 2),
     maxMs: round(s.length === 0 ? NaN : s[s.length - 1]!, 2),
     samples: s.length,
+  };
+}
+
+/** Prints a progress line prefixed with the seconds since `started`. */
+export function progressLogger(started = performance.now()): (line: string) => void {
+  return (line) => console.log(`[${((performance.now() - started) / 1000).toFixed(1).padStart(6)}s] ${line}`);
+}
+
+/** A V8 CPU profile of the main thread from now until `stop(path)` writes it (open it in Chrome DevTools). */
+export async function startCpuProfile(): Promise<{ stop(path: string): Promise<void> }> {
+  const { Session } = await import('node:inspector/promises');
+  const { writeFile } = await import('node:fs/promises');
+  const session = new Session();
+  session.connect();
+  await session.post('Profiler.enable');
+  await session.post('Profiler.start');
+  return {
+    async stop(path) {
+      const { profile } = await session.post('Profiler.stop');
+      await writeFile(path, JSON.stringify(profile));
+      session.disconnect();
+    },
+  };
+}
+
+/** A seeded xorshift generator of numbers in [0, 1): the same seed gives the same data set. */
+export function seededRandom(seed: number): () => number {
+  let s = seed | 0 || 0x2545f491;
+  return () => {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    return (s >>> 0) / 0x1_0000_0000;
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// What /proc says (Linux): a process's resident memory
+// ---------------------------------------------------------------------------------------------
+
+/** Resident set size (`VmRSS`) of a process in MB, or undefined once it is gone. */
+export function procRssMb(pid: number): number | undefined {
+  try {
+    const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m === null ? undefined : Number(m[1]) / 1024;
+  } catch {
+    return undefined;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The raw baseline: HTTP → NATS → JetStream, and back
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * The baseline of the command figures: a bare fastify route, `POST /raw/threads/:id/posts`, that
+ * publishes the request body to JetStream and answers 201 with the stream sequence once
+ * JetStream has stored it. No token, validation, decider, repository or command stream.
+ */
+export function registerRawPublishRoute(app: FastifyInstance, nats: Nats, subjectOf: (threadId: string) => string): void {
+  app.post('/raw/threads/:id/posts', async (request, reply) => {
+    const { id } = request.params as { id: string };
+    const ack = await nats.js.publish(subjectOf(id), JSON.stringify(request.body));
+    return reply.code(201).send({ threadId: id, position: ack.seq });
+  });
+}
+
+export interface RawBaselineProcess {
+  readonly base: string;
+  readonly pid: number;
+  stop(): Promise<void>;
+}
+
+/**
+ * The raw baseline as an OS process of its own (`node --import tsx`, this file's
+ * {@link serveRawBaseline}), like a service: the publish route on `stream` (file storage,
+ * subjects `<subjectPrefix>.>`), plus a durable pull consumer (explicit acks) in the same
+ * process that reads what is published, and `GET /raw/seen/:seq` answering 200 once it has
+ * received that sequence (404 before): the floor of a "201 → visible" measurement. The process
+ * ends when its stdin closes, so it does not outlive a benchmark that is killed.
+ */
+export async function startRawBaselineProcess(opts: {
+  natsUrl: string;
+  stream: string;
+  subjectPrefix: string;
+}): Promise<RawBaselineProcess> {
+  const root = resolve(import.meta.dirname, '..');
+  const child: ChildProcess = spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      '--input-type=module',
+      '-e',
+      "import { serveRawBaseline } from './bench/lib.ts'; await serveRawBaseline();",
+    ],
+    {
+      cwd: root,
+      env: { ...process.env, RAW_NATS_URL: opts.natsUrl, RAW_STREAM: opts.stream, RAW_SUBJECT_PREFIX: opts.subjectPrefix },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    },
+  );
+  let output = '';
+  const exited = new Promise<void>((resolveExit) => child.once('exit', () => resolveExit()));
+  const port = await new Promise<number>((resolvePort, reject) => {
+    const timer = setTimeout(() => reject(new Error(`raw baseline: no port within 30 s: ${output}`)), 30_000);
+    child.stderr!.on('data', (c: Buffer) => (output += c.toString()));
+    child.stdout!.on('data', (c: Buffer) => {
+      output += c.toString();
+      const m = /"port":(\d+)/.exec(output);
+      if (m !== null) {
+        clearTimeout(timer);
+        resolvePort(Number(m[1]));
+      }
+    });
+    void exited.then(() => {
+      clearTimeout(timer);
+      reject(new Error(`raw baseline exited: ${output}`));
+    });
+  });
+  return {
+    base: `http://127.0.0.1:${port}`,
+    pid: child.pid!,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGTERM');
+        const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+        await exited;
+        clearTimeout(timer);
+      }
+    },
+  };
+}
+
+/** The body of the raw baseline process; see {@link startRawBaselineProcess}. */
+export async function serveRawBaseline(): Promise<void> {
+  const stream = process.env.RAW_STREAM!;
+  const prefix = process.env.RAW_SUBJECT_PREFIX!;
+  const nats = await connectNats({ url: process.env.RAW_NATS_URL!, name: 'bench-raw-baseline' });
+  await nats.jsm.streams.add({ name: stream, subjects: [`${prefix}.>`], storage: StorageType.File });
+  await nats.jsm.consumers.add(stream, {
+    durable_name: 'raw-reader',
+    deliver_policy: DeliverPolicy.All,
+    ack_policy: AckPolicy.Explicit,
+  });
+  const messages = await (await nats.js.consumers.get(stream, 'raw-reader')).consume({ max_messages: 1_000 });
+  let received = 0;
+  const reading = (async () => {
+    for await (const m of messages) {
+      if (m.seq > received) received = m.seq;
+      m.ack();
+    }
+  })();
+  const app = Fastify({ logger: false });
+  registerRawPublishRoute(app, nats, (id) => `${prefix}.posts.${id}`);
+  app.get('/raw/seen/:seq', async (request, reply) => {
+    const seq = Number((request.params as { seq: string }).seq);
+    return reply.code(seq <= received ? 200 : 404).send({ seq, received });
+  });
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  const address = app.server.address();
+  process.stdout.write(`${JSON.stringify({ port: typeof address === 'object' && address !== null ? address.port : 0 })}\n`);
+  let stopping = false;
+  const stop = async () => {
+    if (stopping) return;
+    stopping = true;
+    setTimeout(() => process.exit(1), 5_000).unref();
+    await app.close();
+    messages.stop();
+    await reading.catch(() => undefined);
+    await nats.nc.drain();
+    process.exit(0);
+  };
+  process.once('SIGTERM', () => void stop());
+  process.once('SIGINT', () => void stop());
+  process.stdin.on('end', () => void stop());
+  process.stdin.resume();
+}
+
+const TICK_SECONDS = 1 / 100; // USER_HZ
+
+/** Busy and total CPU seconds of the whole machine (all cores) since boot; undefined without /proc. */
+export function machineCpuSeconds(): { busy: number; total: number } | undefined {
+  try {
+    const { readFileSync } = process.getBuiltinModule('node:fs');
+    const f = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!.trim().split(/\s+/).slice(1).map(Number);
+    const total = f.slice(0, 8).reduce((a, b) => a + b, 0);
+    return { busy: (total - f[3]! - f[4]!) * TICK_SECONDS, total: total * TICK_SECONDS };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The pid of the process whose command line holds `program` and the argument pair `flag port`,
+ * or (redis-server rewrites its title to `redis-server 127.0.0.1:<port>`) `program` and `:port`.
+ */
+export function pidOf(program: string, flag: string, port: number): number | undefined {
+  try {
+    const { readdirSync, readFileSync } = process.getBuiltinModule('node:fs');
+    for (const entry of readdirSync('/proc')) {
+      if (!/^\d+$/.test(entry)) continue;
+      let args: string[];
+      try {
+        args = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
+      } catch {
+        continue;
+      }
+      if (args[0]?.startsWith(`${program} `) === true && args[0].endsWith(`:${port}`)) return Number(entry);
+      if (!args[0]?.endsWith(program)) continue;
+      const i = args.indexOf(flag);
+      if (i !== -1 && args[i + 1] === String(port)) return Number(entry);
+    }
+  } catch {
+    // No /proc: no per-process figures.
+  }
+  return undefined;
+}
+
+/** User + system CPU seconds of a process so far; undefined when it cannot be read. */
+export function processCpuSeconds(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const { readFileSync } = process.getBuiltinModule('node:fs');
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) * TICK_SECONDS;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * A V8 sampling heap profile of the main thread from now until `stop(path)` writes it: where the
+ * allocations come from (open it in Chrome DevTools, Memory tab), objects collected since included.
+ */
+export async function startAllocationProfile(): Promise<{ stop(path: string): Promise<void> }> {
+  const { Session } = await import('node:inspector/promises');
+  const { writeFile } = await import('node:fs/promises');
+  const session = new Session();
+  session.connect();
+  await session.post('HeapProfiler.enable');
+  await session.post('HeapProfiler.startSampling', {
+    samplingInterval: 32_768,
+    includeObjectsCollectedByMajorGC: true,
+    includeObjectsCollectedByMinorGC: true,
+  });
+  return {
+    async stop(path) {
+      const { profile } = await session.post('HeapProfiler.stopSampling');
+      await writeFile(path, JSON.stringify(profile));
+      session.disconnect();
+    },
   };
 }

@@ -27,7 +27,13 @@ async function main(argv: string[]): Promise<number> {
     return command === undefined ? 2 : 0;
   }
   const config = loadConfig();
-  const nats = await connectNats({ url: config.natsUrl, name: 'obey-cli', user: config.natsUser, password: config.natsPassword });
+  const nats = await connectNats({
+    url: config.natsUrl,
+    name: 'obey-cli',
+    user: config.natsUser,
+    password: config.natsPassword,
+    replicas: config.natsReplicas,
+  });
   try {
     switch (command) {
       case 'streams':

@@ -9,8 +9,22 @@ export interface Config {
   readonly natsUrl: string;
   readonly natsUser: string | undefined;
   readonly natsPassword: string | undefined;
+  /**
+   * `NATS_REPLICAS`: how many servers of a NATS cluster keep each stream, bucket and durable
+   * consumer the platform creates (1 to 5; 3 for a 3-node cluster). 1 on a single server.
+   */
+  readonly natsReplicas: number;
   readonly auth: { readonly databaseUrl: string; readonly redisUrl: string };
-  readonly content: { readonly databaseUrl: string; readonly redisUrl: string };
+  readonly content: {
+    readonly databaseUrl: string;
+    readonly redisUrl: string;
+    /**
+     * `OBEY_POSTS_PER_MINUTE` and `OBEY_NEW_ACCOUNT_POSTS_PER_MINUTE`: how fast one user may post
+     * (threads and posts together); unset, content's defaults (30, and 5 for young accounts).
+     */
+    readonly postsPerMinute: number | undefined;
+    readonly newAccountPostsPerMinute: number | undefined;
+  };
   readonly alerts: { readonly redisUrl: string };
   readonly smtpUrl: string;
   readonly mailFrom: string;
@@ -60,6 +74,7 @@ export function loadConfig(env: Env = process.env): Config {
     natsUrl: env.NATS_URL ?? 'nats://127.0.0.1:4222',
     natsUser: env.NATS_USER,
     natsPassword: env.NATS_PASSWORD,
+    natsReplicas: parseReplicas(env.NATS_REPLICAS),
     auth: {
       databaseUrl: env.AUTH_DATABASE_URL ?? postgres('obey_auth'),
       redisUrl: env.AUTH_REDIS_URL ?? redis(1),
@@ -67,6 +82,8 @@ export function loadConfig(env: Env = process.env): Config {
     content: {
       databaseUrl: env.CONTENT_DATABASE_URL ?? postgres('obey_content'),
       redisUrl: env.CONTENT_REDIS_URL ?? redis(2),
+      postsPerMinute: optionalPositive('OBEY_POSTS_PER_MINUTE', env.OBEY_POSTS_PER_MINUTE),
+      newAccountPostsPerMinute: optionalPositive('OBEY_NEW_ACCOUNT_POSTS_PER_MINUTE', env.OBEY_NEW_ACCOUNT_POSTS_PER_MINUTE),
     },
     alerts: { redisUrl: env.ALERTS_REDIS_URL ?? redis(3) },
     smtpUrl: env.SMTP_URL ?? 'smtp://127.0.0.1:1025',
@@ -100,6 +117,17 @@ function parseInteger(name: string, value: string | undefined, fallback: number)
     throw new ConfigError(`${name} must be a non-negative integer (got "${value}")`);
   }
   return n;
+}
+
+function parseReplicas(value: string | undefined): number {
+  const n = parseInteger('NATS_REPLICAS', value, 1);
+  // JetStream's own bounds: at least one copy, at most five.
+  if (n < 1 || n > 5) throw new ConfigError(`NATS_REPLICAS must be between 1 and 5 (got "${value}")`);
+  return n;
+}
+
+function optionalPositive(name: string, value: string | undefined): number | undefined {
+  return value === undefined || value === '' ? undefined : parsePositive(name, value, 1);
 }
 
 function parsePositive(name: string, value: string | undefined, fallback: number): number {

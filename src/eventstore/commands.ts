@@ -18,7 +18,7 @@ import { parkMessage } from './dead-letters.js';
 import type { AggregateDefinition, DomainEvent } from './decider.js';
 import { DomainError, InvalidMessageError } from './errors.js';
 import { decodeHeaders, decodeJson, encodeHeaders, encodeJson, Header, type MessageMeta, type TraceContext } from './headers.js';
-import type { Nats } from './nats.js';
+import { PULL_EXPIRES_MS, type Nats } from './nats.js';
 import { createAggregateRepository, type AggregateRepository } from './repository.js';
 import type { EventStore } from './store.js';
 import { serviceNames, type ServiceNames } from './streams.js';
@@ -143,7 +143,13 @@ export function createCommandSender(nats: Nats, defaults: { timeoutMs: number })
   }
 
   async function result(service: string, commandId: string): Promise<CommandResult | undefined> {
-    return (await storedResult(serviceNames(service), commandId))?.result;
+    try {
+      return (await storedResult(serviceNames(service), commandId))?.result;
+    } catch {
+      // NATS unreachable or failing over: the client asks again.
+      const message = 'the command results cannot be read now; ask again in a moment';
+      throw new DomainError('commands-unavailable', 'unavailable', message, { retryAfterSeconds: 1, commandId });
+    }
   }
 
   async function send<S extends TSchema>(def: MessageDefinition<S>, body: Static<S>, opts: SendOptions): Promise<CommandOutcome> {
@@ -164,8 +170,10 @@ export function createCommandSender(nats: Nats, defaults: { timeoutMs: number })
     // Waiting before publishing: the subscription reaches the server before the command does.
     follow(names);
     const wait = awaitResult(commandId, mine);
+    // Looked for only once the command is in the stream: a result that cannot be read now (the
+    // bucket's leader failing over, say) is pending, not an error; the command will be handled.
     const stored = async () => {
-      const s = await storedResult(names, commandId);
+      const s = await storedResult(names, commandId).catch(() => undefined);
       return s === undefined ? undefined : mine(s.result, s.payloadHash);
     };
     let timer: NodeJS.Timeout | undefined;
@@ -518,7 +526,7 @@ export function createCommandProcessor(opts: CommandProcessorOptions): CommandPr
       try {
         await ensureConsumer();
         const consumer = await nats.js.consumers.get(names.commandsStream, consumerName);
-        const iter = await consumer.consume({ max_messages: concurrency });
+        const iter = await consumer.consume({ max_messages: concurrency, expires: PULL_EXPIRES_MS });
         current = iter;
         // A stop() that came while the consumer was being set up had nothing to stop yet.
         if (stopped) iter.stop();

@@ -9,14 +9,30 @@ export interface Nats {
   readonly jsm: JetStreamManager;
   /** The server's version. The platform uses nothing newer than nats-server 2.9 offers, so it needs no feature detection. */
   readonly serverVersion: string;
+  /**
+   * How many servers keep each stream, bucket and durable consumer the platform creates through
+   * this connection: 1 on a single server, 3 on a 3-node cluster (`NATS_REPLICAS`).
+   */
+  readonly replicas: number;
 }
 
 export interface NatsOptions {
+  /** One server, or several comma-separated (the servers of a cluster; any one of them will do). */
   readonly url: string;
   readonly name: string;
   readonly user?: string | undefined;
   readonly password?: string | undefined;
+  /** See {@link Nats.replicas}; default 1. */
+  readonly replicas?: number | undefined;
 }
+
+/**
+ * How long one pull of a consumer waits on the server (nats.js's default is 30 s). A pull waits
+ * on the consumer's leader: when that server dies (a NATS cluster failing over), the client
+ * notices only by two missed idle heartbeats, half this long each, and then pulls from the new
+ * leader. So this bounds how long a consumer stalls on a failover.
+ */
+export const PULL_EXPIRES_MS = 5_000;
 
 /**
  * Where replies to a user's requests arrive (JetStream API answers, pulled messages, request
@@ -34,7 +50,10 @@ export function inboxPrefixOf(user: string | undefined): string | undefined {
 export async function connectNats(opts: NatsOptions): Promise<Nats> {
   const inboxPrefix = inboxPrefixOf(opts.user);
   const nc = await connect({
-    servers: opts.url.split(','),
+    servers: opts.url
+      .split(',')
+      .map((s) => s.trim())
+      .filter((s) => s !== ''),
     name: opts.name,
     user: opts.user,
     pass: opts.password,
@@ -46,5 +65,5 @@ export async function connectNats(opts: NatsOptions): Promise<Nats> {
     noAsyncTraces: true,
   });
   const jsm = await jetstreamManager(nc);
-  return { nc, js: jetstream(nc), jsm, serverVersion: nc.info?.version ?? '0.0.0' };
+  return { nc, js: jetstream(nc), jsm, serverVersion: nc.info?.version ?? '0.0.0', replicas: opts.replicas ?? 1 };
 }

@@ -100,6 +100,12 @@ describe('configuration', () => {
   it('refuses a malformed number', () => {
     expect(() => loadConfig({ PORT: 'eighty' })).toThrow(/PORT/);
   });
+  it('keeps one copy of everything on NATS unless told to keep up to five', () => {
+    expect(loadConfig({}).natsReplicas).toBe(1);
+    expect(loadConfig({ NATS_REPLICAS: '3' }).natsReplicas).toBe(3);
+    expect(() => loadConfig({ NATS_REPLICAS: '0' })).toThrow(/NATS_REPLICAS/);
+    expect(() => loadConfig({ NATS_REPLICAS: '6' })).toThrow(/NATS_REPLICAS/);
+  });
   it('splits and normalises admin emails', () => {
     expect(loadConfig({ OBEY_ADMIN_EMAILS: ' Ann@Example.org, ,bo@x.io' }).adminEmails).toEqual(['ann@example.org', 'bo@x.io']);
   });

@@ -27,8 +27,8 @@ export interface ServiceRuntime {
 }
 
 /**
- * Creates (or brings up to date) a service's streams and buckets and opens them. Safe to call
- * from any number of instances at once.
+ * Creates (or brings up to date) a service's streams and buckets and opens them, each kept by
+ * `nats.replicas` servers. Safe to call from any number of instances at once.
  */
 export async function createServiceRuntime(
   nats: Nats,
@@ -37,7 +37,7 @@ export async function createServiceRuntime(
   opts: { version: string; description: string },
 ): Promise<ServiceRuntime> {
   const names = serviceNames(service);
-  await ensureStreams(nats.jsm, serviceStreamConfigs(names));
+  await ensureStreams(nats.jsm, serviceStreamConfigs(names, { replicas: nats.replicas }));
   const snapshots = await openBucket(nats, names.snapshotsBucket, {
     description: `${service}: aggregate snapshots (key <aggregate>.<id>), so long histories are not replayed per command.`,
   });

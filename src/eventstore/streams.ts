@@ -64,13 +64,19 @@ function token(value: string): string {
 /** The four streams of a service (DESIGN.md §2), described for operators. */
 export type NamedStreamConfig = Partial<StreamConfig> & { name: string };
 
-export function serviceStreamConfigs(names: ServiceNames): NamedStreamConfig[] {
+/**
+ * `replicas`: how many servers of the cluster keep each stream (default 1). The durable
+ * consumers on them are created without a replica count of their own, so they follow it.
+ */
+export function serviceStreamConfigs(names: ServiceNames, opts: { replicas?: number } = {}): NamedStreamConfig[] {
   const s = names.service;
+  const num_replicas = opts.replicas ?? 1;
   return [
     {
       name: names.eventsStream,
       description: `${s}: domain events, private to ${s}. One subject per aggregate: ${s}.events.<aggregate>.<id>. The source of truth; never deleted.`,
       subjects: [`${s}.events.>`],
+      num_replicas,
       retention: RetentionPolicy.Limits,
       storage: StorageType.File,
       // Were a limit ever set, refuse new events rather than drop the oldest: this is the source of truth.
@@ -84,6 +90,7 @@ export function serviceStreamConfigs(names: ServiceNames): NamedStreamConfig[] {
       name: names.commandsStream,
       description: `${s}: commands waiting for the ${s} command handlers (work queue: a command stays until handled). Subjects ${s}.commands.<command>; Nats-Msg-Id is the command id.`,
       subjects: [`${s}.commands.>`],
+      num_replicas,
       retention: RetentionPolicy.Workqueue,
       storage: StorageType.File,
       discard: DiscardPolicy.New,
@@ -93,6 +100,7 @@ export function serviceStreamConfigs(names: ServiceNames): NamedStreamConfig[] {
       name: names.notificationsStream,
       description: `${s}: public notifications, derived from the ${s} events by the relay (Nats-Msg-Id <stream>:<sequence> of the source event). Subjects ${s}.notifications.<name>.`,
       subjects: [`${s}.notifications.>`],
+      num_replicas,
       retention: RetentionPolicy.Limits,
       storage: StorageType.File,
       discard: DiscardPolicy.New,
@@ -106,6 +114,7 @@ export function serviceStreamConfigs(names: ServiceNames): NamedStreamConfig[] {
       name: names.deadLettersStream,
       description: `${s}: parked messages that failed repeatedly or were invalid, with their origin and error in Obey-Dead-Letter-* headers. Subjects ${s}.dead-letters.<consumer>.`,
       subjects: [`${s}.dead-letters.>`],
+      num_replicas,
       retention: RetentionPolicy.Limits,
       storage: StorageType.File,
       discard: DiscardPolicy.Old,
@@ -117,7 +126,8 @@ export function serviceStreamConfigs(names: ServiceNames): NamedStreamConfig[] {
 
 /**
  * Creates the streams that are missing and brings existing ones to the given configuration
- * (only the settings JetStream lets change; a stream's retention, for one, is fixed).
+ * (only the settings JetStream lets change; a stream's retention, for one, is fixed; its
+ * replica count can change on a cluster).
  */
 export async function ensureStreams(jsm: JetStreamManager, configs: readonly NamedStreamConfig[]): Promise<void> {
   for (const config of configs) {

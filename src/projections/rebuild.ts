@@ -2,7 +2,7 @@ import { DeliverPolicy, type ConsumerMessages, type JsMsg } from '@nats-io/jetst
 import { sql, type Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import { toStoredEvent, type StoredEvent } from '../eventstore/store.js';
-import type { Nats } from '../eventstore/nats.js';
+import { PULL_EXPIRES_MS, type Nats } from '../eventstore/nats.js';
 import {
   applyInTransaction,
   createPostgresProjection,
@@ -66,7 +66,7 @@ export async function rebuildPostgresProjection(opts: RebuildOptions): Promise<R
   });
   const initial = await consumer.info();
   let remaining = initial.num_pending;
-  const iter = await consumer.consume({ max_messages: batchSize * 2 });
+  const iter = await consumer.consume({ max_messages: batchSize * 2, expires: PULL_EXPIRES_MS });
   const it = iter[Symbol.asyncIterator]();
 
   const progress = (): RebuildProgress => {
@@ -114,12 +114,19 @@ export async function rebuildPostgresProjection(opts: RebuildOptions): Promise<R
 
   try {
     // Catch up without blocking the live projection.
+    const st = { read: 0, decode: 0, tx: 0, readW: 0, txW: 0 };
+    const cu = () => { const u = process.cpuUsage(); return (u.user + u.system) / 1000; };
     while (remaining > 0 || buffered(iter) > 0) {
+      let a = cu(); let w = performance.now();
       const msgs = await nextBatch();
+      st.read += cu() - a; st.readW += performance.now() - w; a = cu();
       const events = decode(msgs);
+      st.decode += cu() - a; a = cu(); w = performance.now();
       await db.transaction().execute((trx) => applyInTransaction(trx, building, def, events, position));
+      st.tx += cu() - a; st.txW += performance.now() - w;
       applied += events.length;
     }
+    console.log('STAGES', JSON.stringify(st));
     // Then the last stretch and the swap, with the live projection held.
     await db.transaction().execute(async (trx) => {
       await lockProjection(trx, def.name);

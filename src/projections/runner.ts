@@ -7,7 +7,7 @@ import { parkMessage } from '../eventstore/dead-letters.js';
 import { InvalidMessageError } from '../eventstore/errors.js';
 import { Header } from '../eventstore/headers.js';
 import type { Lease, Leases } from '../eventstore/leases.js';
-import type { Nats } from '../eventstore/nats.js';
+import { PULL_EXPIRES_MS, type Nats } from '../eventstore/nats.js';
 import { toStoredEvent, type StoredEvent } from '../eventstore/store.js';
 import type { ServiceNames } from '../eventstore/streams.js';
 import { watchConsumer, watchProjection } from '../observability/metrics.js';
@@ -343,7 +343,7 @@ export function createProjectionRunner(opts: ProjectionRunnerOptions): Projectio
     await resetConsumer(checkpoint);
     log.info({ checkpoint }, 'projection consuming');
     const consumer = await nats.js.consumers.get(source.stream, source.name);
-    const iter = await consumer.consume({ max_messages: batchSize * 2 });
+    const iter = await consumer.consume({ max_messages: batchSize * 2, expires: PULL_EXPIRES_MS });
     current = iter;
     // stop() (or a lost lease) may have come while the consumer was being set up, when there
     // was nothing to stop yet; the loop below would then wait for a message that never comes.

@@ -25,8 +25,12 @@ export interface TestSmtpServer {
   behave(behaviour: SmtpBehaviour): void;
   /** Waits for a mail matching `match` (e.g. a recipient), oldest first. */
   waitForMail(match: (m: ReceivedMail) => boolean, timeoutMs?: number): Promise<ReceivedMail>;
-  /** Stops listening (an outage) without forgetting what was received. */
-  close(): Promise<void>;
+  /**
+   * Stops listening (an outage) without forgetting what was received. The connections already
+   * open may go on until their clients end them, unless `dropConnections`: then they are ended
+   * at once, as by a server that goes down (a message in the middle of its transfer gets no answer).
+   */
+  close(opts?: { dropConnections?: boolean }): Promise<void>;
   /** Listens again on the same port. */
   open(): Promise<void>;
 }
@@ -104,10 +108,13 @@ export async function startSmtpServer(): Promise<TestSmtpServer> {
         });
       }
     },
-    async close() {
+    async close(opts = {}) {
       const s = server;
       server = undefined;
-      if (s !== undefined) await new Promise<void>((resolve) => s.close(() => resolve()));
+      if (s === undefined) return;
+      const closed = new Promise<void>((resolve) => s.close(() => resolve()));
+      if (opts.dropConnections === true) for (const c of s.connections) c.close();
+      await closed;
     },
     async open() {
       if (server === undefined) await listen();

@@ -3,7 +3,7 @@ import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import type { UserProfile } from '../../../schemas/auth.js';
 import { LruCache } from '../../eventstore/lru.js';
-import type { Nats } from '../../eventstore/nats.js';
+import { PULL_EXPIRES_MS, type Nats } from '../../eventstore/nats.js';
 import type { ServiceNames } from '../../eventstore/streams.js';
 import { profileOf, type AuthReadDb } from './read-model.js';
 
@@ -80,7 +80,7 @@ export function createProfileCache(opts: {
         filter_subjects: `${prefix}*`,
         deliver_policy: DeliverPolicy.New,
       });
-      iter = await consumer.consume();
+      iter = await consumer.consume({ expires: PULL_EXPIRES_MS });
       following = true;
       loop = (async () => {
         for await (const m of iter!) {

@@ -1,7 +1,7 @@
 import { assertNever } from '../../eventstore/decider.js';
-import { type Kysely, type Transaction } from 'kysely';
+import { sql, type Kysely, type Transaction } from 'kysely';
 import type { StoredEvent } from '../../eventstore/store.js';
-import type { PostgresProjectionDefinition } from '../../projections/postgres.js';
+import { jsonRows, type PostgresProjectionDefinition } from '../../projections/postgres.js';
 import { CONTENT_EVENTS, type CategoryEvent, type PostEvent, type ThreadEvent } from './events.js';
 
 export interface CategoryRow {
@@ -185,37 +185,13 @@ async function applyBatch(trx: Trx, stored: readonly StoredEvent[]): Promise<voi
     if (d.postId !== undefined) ids.posts.add(d.postId);
   }
   const [threadRows, postRows] = await Promise.all([
-    ids.threads.size === 0
-      ? []
-      : trx
-          .selectFrom('threads')
-          .selectAll()
-          .where('id', 'in', [...ids.threads])
-          .execute(),
-    ids.posts.size === 0
-      ? []
-      : trx
-          .selectFrom('posts')
-          .selectAll()
-          .where('id', 'in', [...ids.posts])
-          .execute(),
+    ids.threads.size === 0 ? [] : trx.selectFrom('threads').selectAll().where(anyId(ids.threads)).execute(),
+    ids.posts.size === 0 ? [] : trx.selectFrom('posts').selectAll().where(anyId(ids.posts)).execute(),
   ]);
   for (const t of threadRows) ids.sections.add(t.section_id);
   const [categoryRows, sectionRows] = await Promise.all([
-    ids.categories.size === 0
-      ? []
-      : trx
-          .selectFrom('categories')
-          .selectAll()
-          .where('id', 'in', [...ids.categories])
-          .execute(),
-    ids.sections.size === 0
-      ? []
-      : trx
-          .selectFrom('sections')
-          .selectAll()
-          .where('id', 'in', [...ids.sections])
-          .execute(),
+    ids.categories.size === 0 ? [] : trx.selectFrom('categories').selectAll().where(anyId(ids.categories)).execute(),
+    ids.sections.size === 0 ? [] : trx.selectFrom('sections').selectAll().where(anyId(ids.sections)).execute(),
   ]);
   const m = {
     categories: new Map(categoryRows.map((r) => [r.id, r])),
@@ -459,7 +435,13 @@ async function applyBatch(trx: Trx, stored: readonly StoredEvent[]): Promise<voi
     'posts',
     [...dirty.posts].map((id) => m.posts.get(id)!),
   );
-  for (const chunk of chunks(edits, 1_000)) await trx.insertInto('post_edits').values(chunk).execute();
+  if (edits.length > 0) {
+    await trx
+      .insertInto('post_edits')
+      .columns(COLUMN_NAMES.post_edits)
+      .expression(jsonRows(COLUMNS.post_edits, edits))
+      .execute();
+  }
 }
 
 function newPost(
@@ -487,29 +469,90 @@ function newPost(
   };
 }
 
-/** Inserts or replaces rows by id, a thousand at a time (Postgres allows 65,535 parameters). */
+/**
+ * Each table's columns and their Postgres types: a batch's rows go to Postgres as one JSON
+ * parameter (`jsonRows`), one statement per table however many rows. Rows read back with
+ * `selectAll` carry exactly these columns.
+ */
+const COLUMNS = {
+  categories: { id: 'uuid', name: 'text', description: 'text', position: 'int4', deleted: 'bool' },
+  sections: {
+    id: 'uuid',
+    category_id: 'uuid',
+    name: 'text',
+    description: 'text',
+    position: 'int4',
+    deleted: 'bool',
+    thread_count: 'int4',
+    post_count: 'int4',
+    last_post_at: 'timestamptz',
+    last_post_id: 'uuid',
+    last_post_author_id: 'uuid',
+    last_post_author_nickname: 'text',
+  },
+  threads: {
+    id: 'uuid',
+    section_id: 'uuid',
+    category_id: 'uuid',
+    title: 'text',
+    author_id: 'uuid',
+    author_nickname: 'text',
+    first_post_id: 'uuid',
+    created_at: 'timestamptz',
+    post_count: 'int4',
+    posts_total: 'int4',
+    last_post_at: 'timestamptz',
+    last_post_id: 'uuid',
+    last_post_author_id: 'uuid',
+    last_post_author_nickname: 'text',
+    pinned: 'bool',
+    locked: 'bool',
+    lock_reason: 'text',
+    deleted: 'bool',
+  },
+  posts: {
+    id: 'uuid',
+    thread_id: 'uuid',
+    number: 'int4',
+    author_id: 'uuid',
+    author_nickname: 'text',
+    body: 'text',
+    reply_to_post_id: 'uuid',
+    created_at: 'timestamptz',
+    edited_at: 'timestamptz',
+    edited_by: 'uuid',
+    edit_count: 'int4',
+    deleted: 'bool',
+  },
+  post_edits: { post_id: 'uuid', number: 'int4', edited_by: 'uuid', edited_at: 'timestamptz', body: 'text' },
+} as const satisfies { [T in keyof ContentReadDb]: Record<keyof ContentReadDb[T], string> };
+
+type Table = keyof typeof COLUMNS;
+const COLUMN_NAMES = Object.fromEntries(Object.entries(COLUMNS).map(([t, cs]) => [t, Object.keys(cs)])) as {
+  [T in Table]: (keyof ContentReadDb[T] & string)[];
+};
+
+/** `id = any($1::uuid[])`: one parameter for the whole set. */
+function anyId(ids: ReadonlySet<string>) {
+  return sql<boolean>`id = any(${sql.val([...ids])}::uuid[])`;
+}
+
+/** Inserts or replaces rows by id, all in one statement. */
 async function upsert<T extends 'categories' | 'sections' | 'threads' | 'posts'>(
   trx: Trx,
   table: T,
   rows: ContentReadDb[T][],
 ): Promise<void> {
   if (rows.length === 0) return;
-  const columns = Object.keys(rows[0]!).filter((c) => c !== 'id');
-  for (const chunk of chunks(rows, 1_000)) {
-    await trx
-      .insertInto(table)
-      .values(chunk as never)
-      .onConflict((oc) =>
-        oc
-          .column('id')
-          .doUpdateSet((eb) => Object.fromEntries(columns.map((c) => [c, eb.ref(`excluded.${c}` as never)])) as never),
-      )
-      .execute();
-  }
-}
-
-function chunks<T>(items: readonly T[], size: number): T[][] {
-  const out: T[][] = [];
-  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
-  return out;
+  const columns = COLUMN_NAMES[table];
+  await trx
+    .insertInto(table)
+    .columns(columns as never)
+    .expression(jsonRows(COLUMNS[table] as never, rows) as never)
+    .onConflict((oc) =>
+      oc
+        .column('id')
+        .doUpdateSet((eb) => Object.fromEntries(columns.filter((c) => c !== 'id').map((c) => [c, eb.ref(`excluded.${c}` as never)])) as never),
+    )
+    .execute();
 }
