@@ -79,6 +79,17 @@ import {
 } from './lib.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
+/**
+ * The Node options the services run with in production: the Dockerfile's `ENV NODE_OPTIONS`
+ * (BENCH_SERVICE_NODE_OPTIONS overrides them; an empty value runs Node's defaults).
+ */
+const SERVICE_NODE_OPTIONS = (
+  process.env.BENCH_SERVICE_NODE_OPTIONS ??
+  /^ENV NODE_OPTIONS="([^"]*)"/m.exec(readFileSync(join(ROOT, 'Dockerfile'), 'utf8'))?.[1] ??
+  ''
+)
+  .split(/\s+/)
+  .filter((o) => o !== '');
 const USERS = intEnv('BENCH_USERS', 64);
 const THREADS = intEnv('BENCH_THREADS', 32);
 const RATE = intEnv('BENCH_RATE', 200);
@@ -439,7 +450,11 @@ async function startService(
   const childEnv: Record<string, string | undefined> = { ...process.env, ...env, PORT: String(port) };
   delete childEnv.OTEL_EXPORTER_OTLP_ENDPOINT;
   delete childEnv.NODE_OPTIONS;
-  const child = spawn(process.execPath, args, { cwd: ROOT, env: childEnv, stdio: ['ignore', fd, fd] });
+  const child = spawn(process.execPath, [...SERVICE_NODE_OPTIONS, ...args], {
+    cwd: ROOT,
+    env: childEnv,
+    stdio: ['ignore', fd, fd],
+  });
   closeSync(fd);
   const exited = new Promise<void>((r) => (child.exitCode !== null ? r() : child.once('exit', () => r())));
   cleanups.push(async () => {
@@ -1404,6 +1419,7 @@ async function main(): Promise<void> {
       config: {
         runtime: w.runtime,
         buildSeconds: w.buildSeconds,
+        serviceNodeOptions: SERVICE_NODE_OPTIONS.join(' '),
         users: USERS,
         threads: THREADS,
         mix: MIX,

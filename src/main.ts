@@ -11,10 +11,6 @@ import { Type } from 'typebox';
 import { connectPostgres } from './projections/postgres.js';
 import { connectRedis } from './projections/redis.js';
 import { createCommandSender } from './eventstore/commands.js';
-import { createAuthService } from './services/auth/index.js';
-import { createMailingService } from './services/mailing/index.js';
-import { createContentService, DEFAULT_CONTENT_LIMITS } from './services/content/index.js';
-import { createAlertsService } from './services/alerts/index.js';
 import { createMetrics, observeEmailOutcome } from './observability/metrics.js';
 import { registerMetricsRoute } from './observability/metrics-route.js';
 import { createTracing } from './observability/tracing.js';
@@ -93,6 +89,9 @@ async function main(): Promise<void> {
       () => db.destroy(),
       () => redis.quit(),
     );
+    // Each service's modules are loaded only where it runs: a process of one service does not
+    // carry the others' code and libraries (Argon2, nodemailer...) in its memory.
+    const { createAuthService } = await import('./services/auth/index.js');
     const auth = createAuthService({
       runtime: runtimeOf('auth'),
       sender,
@@ -115,6 +114,7 @@ async function main(): Promise<void> {
       () => db.destroy(),
       () => redis.quit(),
     );
+    const { createContentService, DEFAULT_CONTENT_LIMITS } = await import('./services/content/index.js');
     const content = createContentService({
       runtime: runtimeOf('content'),
       sender,
@@ -136,6 +136,7 @@ async function main(): Promise<void> {
   if (services.includes('alerts')) {
     const redis = connectRedis(config.alerts.redisUrl, { log });
     closers.push(() => redis.quit());
+    const { createAlertsService } = await import('./services/alerts/index.js');
     const alerts = createAlertsService({
       runtime: runtimeOf('alerts'),
       sender,
@@ -150,6 +151,7 @@ async function main(): Promise<void> {
     running.push({ name: 'alerts', stop: () => alerts.stop(), ready: () => alerts.ready() });
   }
   if (services.includes('mailing')) {
+    const { createMailingService } = await import('./services/mailing/index.js');
     const mailing = createMailingService({
       runtime: runtimeOf('mailing'),
       smtpUrl: config.smtpUrl,
