@@ -17,6 +17,8 @@ ENV NODE_ENV=production
 # options, read from this line). A smaller young generation and old-space limit make V8 collect
 # before it grows the heap into memory it does not need; two background threads suffice for GC.
 ENV NODE_OPTIONS="--max-old-space-size=128 --max-semi-space-size=8 --v8-pool-size=2"
+# Argon2id takes 19 MiB per hash on a libuv thread: two at once bound auth's memory (four by default).
+ENV UV_THREADPOOL_SIZE=2
 WORKDIR /app
 COPY --from=build /app/package.json /app/package-lock.json ./
 COPY --from=build /app/node_modules ./node_modules

@@ -90,6 +90,10 @@ const SERVICE_NODE_OPTIONS = (
 )
   .split(/\s+/)
   .filter((o) => o !== '');
+/** The image's libuv thread pool size (Argon2 hashes at once), from the Dockerfile too. */
+const SERVICE_UV_THREADPOOL_SIZE =
+  process.env.BENCH_SERVICE_UV_THREADPOOL_SIZE ??
+  /^ENV UV_THREADPOOL_SIZE=(\d+)/m.exec(readFileSync(join(ROOT, 'Dockerfile'), 'utf8'))?.[1];
 const USERS = intEnv('BENCH_USERS', 64);
 const THREADS = intEnv('BENCH_THREADS', 32);
 const RATE = intEnv('BENCH_RATE', 200);
@@ -450,6 +454,7 @@ async function startService(
   const childEnv: Record<string, string | undefined> = { ...process.env, ...env, PORT: String(port) };
   delete childEnv.OTEL_EXPORTER_OTLP_ENDPOINT;
   delete childEnv.NODE_OPTIONS;
+  if (SERVICE_UV_THREADPOOL_SIZE !== undefined) childEnv.UV_THREADPOOL_SIZE = SERVICE_UV_THREADPOOL_SIZE;
   const child = spawn(process.execPath, [...SERVICE_NODE_OPTIONS, ...args], {
     cwd: ROOT,
     env: childEnv,
@@ -1420,6 +1425,7 @@ async function main(): Promise<void> {
         runtime: w.runtime,
         buildSeconds: w.buildSeconds,
         serviceNodeOptions: SERVICE_NODE_OPTIONS.join(' '),
+        serviceUvThreadpoolSize: SERVICE_UV_THREADPOOL_SIZE ?? 'default',
         users: USERS,
         threads: THREADS,
         mix: MIX,
