@@ -408,7 +408,13 @@ export function createProjectionRunner(opts: ProjectionRunnerOptions): Projectio
         await consumeWhileLeader();
       } catch (err) {
         if (!stopped) {
-          log.error({ err }, 'projection consumer failed, restarting');
+          // Another service's stream not created yet (its service starting at the same time) is
+          // a wait, not a failure.
+          if (err instanceof JetStreamApiError && err.code === 10059) {
+            log.warn({ stream: source.stream }, 'source stream does not exist yet; waiting for its service to create it');
+          } else {
+            log.error({ err }, 'projection consumer failed, restarting');
+          }
           await sleep(delays.max);
         }
       }
