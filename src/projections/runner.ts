@@ -373,10 +373,25 @@ export function createProjectionRunner(opts: ProjectionRunnerOptions): Projectio
     }, checkEvery);
     try {
       let batch: JsMsg[] = [];
+      // The consumer is new (resetConsumer), so its deliveries are numbered from 1, and this
+      // instance is its only client: a number skipped is a delivery that never arrived (sent by
+      // a NATS server that died while leading the consumer), which acknowledging a later message
+      // would acknowledge too (AckPolicy.All); a number going back is a server that restarted
+      // behind what it had delivered. Either way, consumption starts again from the checkpoint.
+      let delivered = 0;
+      let outOfSequence = false;
       for await (const m of iter) {
+        if (!outOfSequence && m.info.deliverySequence !== delivered + 1) {
+          log.warn(
+            { expected: delivered + 1, got: m.info.deliverySequence, seq: m.seq },
+            'deliveries out of sequence, consuming again from the checkpoint',
+          );
+          outOfSequence = true;
+        }
+        delivered = m.info.deliverySequence;
         // Once stopped, the iterator is drained rather than left: nats.js finishes stopping it
         // (and its status notifications) only as it is read.
-        if (stopped || lease?.held === false) {
+        if (stopped || outOfSequence || lease?.held === false) {
           iter.stop();
           continue;
         }
