@@ -16,8 +16,8 @@
  *   BENCH_APPENDS         appends per variant per append figure (default 20,000)
  *   BENCH_REPS            blocks each append figure is split into, variants taking turns (default 5)
  *   BENCH_REBUILD_REPS    rebuild + baseline repetitions (default 3)
- *   BENCH_BATCH           batch size of the rebuild and of its baseline (default 2,000, the
- *                         rebuild's own default)
+ *   BENCH_BATCH           batch size of the rebuild and of its baseline (default 2,000; the
+ *                         rebuild's own default is 5,000, measured by bench:rebuild)
  *   BENCH_ONLY            `appends` or `rebuild` to run only those figures
  *   BENCH_CPU_PROFILE     file to write a V8 CPU profile of the first rebuild to
  *   BENCH_REBUILD_CANDIDATE  module (path relative to bench/) exporting another
@@ -604,7 +604,7 @@ async function rebuildBenchmarks() {
         definition: balancesProjection,
         stream: svc.names.eventsStream,
         log,
-        ...(process.env.BENCH_BATCH === undefined ? {} : { batchSize: BATCH }),
+        batchSize: BATCH,
         progressEveryMs: 5_000,
         onProgress: (p) =>
           say(`${label}: ${fmt(p.applied)} applied, ${fmt(p.remaining)} remaining (${fmt(p.eventsPerSecond)} events/s)`),

@@ -8,6 +8,8 @@ import { resolve } from 'node:path';
 import { AckPolicy, DeliverPolicy, StorageType } from '@nats-io/jetstream';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { connectNats, type Nats } from '../src/eventstore/nats.js';
+import { headers as natsHeaders } from '@nats-io/nats-core';
+import { Header } from '../src/eventstore/headers.js';
 
 export function intEnv(name: string, fallback: number): number {
   const raw = process.env[name];
@@ -299,6 +301,162 @@ export async function startAllocationProfile(): Promise<{ stop(path: string): Pr
       const { profile } = await session.post('HeapProfiler.stopSampling');
       await writeFile(path, JSON.stringify(profile));
       session.disconnect();
+    },
+  };
+}
+
+/**
+ * Fills one fresh stream fast, with the headers `store.append` writes (`Message-Type`,
+ * `Message-Version`, `Correlation-Id`, `Causation-Id`, `Nats-Msg-Id`, `Nats-Expected-Stream`).
+ * Core publishes, in order on one connection; every `chunk`-th goes through `js.publish`, whose
+ * acknowledged sequence (sequence = messages so far, the stream being the filler's alone) proves
+ * that no message before it was lost, and paces the producer.
+ */
+export class StreamFiller {
+  /** Messages published so far (the stream's last sequence once `finish()` returns). */
+  count: number;
+  bytes = 0;
+  private readonly encoder = new TextEncoder();
+
+  constructor(
+    private readonly nats: Nats,
+    readonly stream: string,
+    private readonly opts: { chunk?: number; already?: number; check?: (type: string, data: unknown) => void } = {},
+  ) {
+    this.count = opts.already ?? 0;
+  }
+
+  /** Publishes one message and returns its position in the stream. */
+  async put(
+    subject: string,
+    type: string,
+    data: unknown,
+    o: { correlationId?: string; causationId?: string; msgId?: string; extra?: Record<string, string> } = {},
+  ): Promise<number> {
+    this.opts.check?.(type, data);
+    const h = natsHeaders();
+    h.set(Header.MessageType, type);
+    h.set(Header.MessageVersion, '1');
+    h.set(Header.CorrelationId, o.correlationId ?? crypto.randomUUID());
+    h.set(Header.CausationId, o.causationId ?? crypto.randomUUID());
+    h.set('Nats-Expected-Stream', this.stream);
+    if (o.extra !== undefined) for (const [k, v] of Object.entries(o.extra)) h.set(k, v);
+    const msgID = o.msgId ?? crypto.randomUUID();
+    const body = this.encoder.encode(JSON.stringify(data));
+    const seq = ++this.count;
+    this.bytes += body.length;
+    // A turn of the event loop now and then: a signal is only seen then (and tsx kills a child
+    // that does not acknowledge Ctrl-C within about 60 ms, before it could clean up).
+    if (seq % 256 === 0) await new Promise<void>((resolve) => setImmediate(resolve));
+    if (seq % (this.opts.chunk ?? 2_000) !== 0) {
+      h.set(Header.MsgId, msgID);
+      this.nats.nc.publish(subject, body, { headers: h });
+      return seq;
+    }
+    const ack = await this.nats.js.publish(subject, body, { msgID, headers: h, timeout: 60_000 });
+    if (ack.seq !== seq) throw new Error(`fill: ${this.stream} is at ${ack.seq} after ${seq} publishes (messages dropped?)`);
+    return seq;
+  }
+
+  /** Waits (up to a minute) until the stream holds every message published. */
+  async finish(): Promise<void> {
+    await this.nats.nc.flush();
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      const info = await this.nats.jsm.streams.info(this.stream);
+      if (info.state.messages === this.count) return;
+      if (Date.now() > deadline) {
+        throw new Error(`fill: ${this.stream} holds ${info.state.messages} messages, ${this.count} were published`);
+      }
+      await sleep(100);
+    }
+  }
+}
+
+/**
+ * A process of its own that undoes what a benchmark set up if the benchmark dies without
+ * cleaning up: SIGKILL, or tsx, which kills a child that is busy (a rebuild's batch) when
+ * Ctrl-C comes. It runs detached (Ctrl-C does not reach it) and, once its stdin closes, that is
+ * once the benchmark has gone, kills the processes, removes the directories and drops the
+ * databases it was told of, unless told that the benchmark cleaned up itself.
+ */
+export function startJanitor(postgresUrl: string): {
+  process(pid: number | undefined): void;
+  directory(path: string): void;
+  database(name: string): void;
+  /** The benchmark cleaned up: the janitor leaves without doing anything. */
+  done(): void;
+} {
+  const script = `
+const fs = require('node:fs');
+const todo = { pids: [], dirs: [], dbs: [] };
+let done = false;
+let buf = '';
+process.stdin.on('data', (c) => {
+  buf += c;
+  let i;
+  while ((i = buf.indexOf('\\n')) >= 0) {
+    const m = JSON.parse(buf.slice(0, i));
+    buf = buf.slice(i + 1);
+    if (m.done) done = true;
+    if (m.pid) todo.pids.push(m.pid);
+    if (m.dir) todo.dirs.push(m.dir);
+    if (m.db) todo.dbs.push(m.db);
+  }
+});
+process.stdin.on('end', async () => {
+  if (done) return;
+  for (const pid of todo.pids) try { process.kill(pid, 'SIGKILL'); } catch {}
+  for (const dir of todo.dirs) try { fs.rmSync(dir, { recursive: true, force: true }); } catch {}
+  if (todo.dbs.length > 0) {
+    const pg = require('pg');
+    const client = new pg.Client({ connectionString: process.env.JANITOR_POSTGRES_URL });
+    try {
+      await client.connect();
+      for (const db of todo.dbs) await client.query('drop database if exists ' + db + ' with (force)').catch(() => {});
+    } catch {}
+    await client.end().catch(() => {});
+  }
+});`;
+  const child = spawn(process.execPath, ['-e', script], {
+    cwd: resolve(import.meta.dirname, '..'),
+    detached: true,
+    stdio: ['pipe', 'ignore', 'ignore'],
+    env: { ...process.env, JANITOR_POSTGRES_URL: postgresUrl },
+  });
+  child.unref();
+  const stdin = child.stdin!;
+  (stdin as unknown as { unref(): void }).unref();
+  const tell = (m: object) => stdin.write(`${JSON.stringify(m)}\n`);
+  return {
+    process: (pid) => void (pid !== undefined && tell({ pid })),
+    directory: (dir) => void tell({ dir }),
+    database: (db) => void tell({ db }),
+    done() {
+      tell({ done: true });
+      stdin.end();
+    },
+  };
+}
+
+/**
+ * The janitor, told of a server started by `src/testing/servers.ts` (found by its port): its
+ * process, and for a nats-server the JetStream directory it was given (`-sd`).
+ */
+export function serverJanitor(janitor: ReturnType<typeof startJanitor>) {
+  return {
+    ...janitor,
+    server(program: 'nats-server' | 'redis-server', flag: string, port: number) {
+      const pid = pidOf(program, flag, port);
+      janitor.process(pid);
+      if (pid === undefined) return;
+      try {
+        const args = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+        const i = args.indexOf('-sd');
+        if (i !== -1 && args[i + 1] !== undefined) janitor.directory(args[i + 1]!);
+      } catch {
+        // Gone already, or no /proc.
+      }
     },
   };
 }

@@ -48,7 +48,9 @@ export interface RebuildOptions {
  */
 export async function rebuildPostgresProjection(opts: RebuildOptions): Promise<RebuildProgress> {
   const { nats, db, definition: def, log } = opts;
-  const batchSize = opts.batchSize ?? 2_000;
+  // Larger batches read and rewrite each busy row (a thread, a section) fewer times: 5,000
+  // rather than 2,000 cut the CPU per event of content's forum by a sixth (bench:rebuild).
+  const batchSize = opts.batchSize ?? 5_000;
   const building = `${def.name}__rebuild`;
   const retired = `${def.name}__retired`;
   const catalog = new Map(def.events.map((d) => [d.type, d]));
@@ -66,7 +68,8 @@ export async function rebuildPostgresProjection(opts: RebuildOptions): Promise<R
   });
   const initial = await consumer.info();
   let remaining = initial.num_pending;
-  const iter = await consumer.consume({ max_messages: batchSize * 2, expires: PULL_EXPIRES_MS });
+  // One batch buffered while one is written: twice that held as much memory again for no gain.
+  const iter = await consumer.consume({ max_messages: batchSize, expires: PULL_EXPIRES_MS });
   const it = iter[Symbol.asyncIterator]();
 
   const progress = (): RebuildProgress => {
@@ -114,19 +117,12 @@ export async function rebuildPostgresProjection(opts: RebuildOptions): Promise<R
 
   try {
     // Catch up without blocking the live projection.
-    const st = { read: 0, decode: 0, tx: 0, readW: 0, txW: 0 };
-    const cu = () => { const u = process.cpuUsage(); return (u.user + u.system) / 1000; };
     while (remaining > 0 || buffered(iter) > 0) {
-      let a = cu(); let w = performance.now();
       const msgs = await nextBatch();
-      st.read += cu() - a; st.readW += performance.now() - w; a = cu();
       const events = decode(msgs);
-      st.decode += cu() - a; a = cu(); w = performance.now();
       await db.transaction().execute((trx) => applyInTransaction(trx, building, def, events, position));
-      st.tx += cu() - a; st.txW += performance.now() - w;
       applied += events.length;
     }
-    console.log('STAGES', JSON.stringify(st));
     // Then the last stretch and the swap, with the live projection held.
     await db.transaction().execute(async (trx) => {
       await lockProjection(trx, def.name);

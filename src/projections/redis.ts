@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { Redis, type ChainableCommander } from 'ioredis';
 import type { Logger } from 'pino';
 import type { TSchema } from 'typebox';
@@ -157,5 +158,26 @@ export function createRedisProjection(definition: RedisProjectionDefinition, red
       own?.disconnect();
       own = undefined;
     },
+  };
+}
+
+/**
+ * A Lua script for projections to queue on their MULTI: its text (EVAL) the first time in that
+ * transaction, which loads it into Redis's script cache, and its SHA1 (EVALSHA) after that, so a
+ * batch of 500 events ships and hashes the text once rather than 500 times. EXEC runs a
+ * transaction's commands in order with nothing in between, so those EVALSHAs always find the
+ * script, whatever the cache held before (a restarted Redis, a SCRIPT FLUSH): no NOSCRIPT can
+ * happen, and the batch stays one MULTI guarded by the checkpoint.
+ */
+export function queuedScript(lua: string): (tx: ChainableCommander, keys: readonly string[], args: readonly string[]) => void {
+  const sha = createHash('sha1').update(lua).digest('hex');
+  const loaded = new WeakSet<ChainableCommander>();
+  return (tx, keys, args) => {
+    if (loaded.has(tx)) {
+      tx.evalsha(sha, keys.length, ...keys, ...args);
+    } else {
+      loaded.add(tx);
+      tx.eval(lua, keys.length, ...keys, ...args);
+    }
   };
 }

@@ -9,7 +9,7 @@ import { LruCache } from '../eventstore/lru.js';
 import { decodeHeaders, decodeJson } from '../eventstore/headers.js';
 import type { StoredEvent } from '../eventstore/store.js';
 import type { ServiceNames } from '../eventstore/streams.js';
-import { createRedisProjection, type RedisProjection } from './redis.js';
+import { createRedisProjection, queuedScript, type RedisProjection } from './redis.js';
 import { createProjectionRunner, type ProjectionRunner } from './runner.js';
 
 /** One replica: its id, the revision it is at (grows with every change) and its value. */
@@ -64,6 +64,7 @@ if current then
 end
 redis.call('SET', KEYS[1], ARGV[2])
 return 1`;
+const putIfNewer = queuedScript(PUT_IF_NEWER);
 
 /**
  * Replicas of another service's entities in this service's Redis (e.g. users in content): a
@@ -82,7 +83,7 @@ export function createReplicaCache<T>(opts: ReplicaCacheOptions<T>): ReplicaCach
       apply(tx, events) {
         for (const e of events) {
           const r = opts.fromNotification(e);
-          if (r !== null) tx.eval(PUT_IF_NEWER, 1, key(r.id), String(r.revision), encode(r));
+          if (r !== null) putIfNewer(tx, [key(r.id)], [String(r.revision), encode(r)]);
         }
       },
     },

@@ -1,9 +1,9 @@
 import { createHash } from 'node:crypto';
-import type { ChainableCommander, Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import type { UserProfile } from '../../../schemas/auth.js';
 import type { AlertEvent, InboxEvent } from './events.js';
 import { ALERTS_EVENTS } from './events.js';
-import type { RedisProjectionDefinition } from '../../projections/redis.js';
+import { queuedScript, type RedisProjectionDefinition } from '../../projections/redis.js';
 
 /**
  * Alerts in alerts' Redis, a projection of ALERTS_EVENTS (so a flushed Redis comes back from the
@@ -33,26 +33,6 @@ end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 return 1`;
 
-/**
- * Queues a script on a MULTI: its text (EVAL) the first time in that transaction, which loads it
- * into Redis's script cache, and its SHA1 (EVALSHA) after that, so a batch of 500 alerts ships
- * and hashes the text once rather than 500 times. EXEC runs a transaction's commands in order
- * with nothing in between, so those EVALSHAs always find the script, whatever the cache held
- * before (a restarted Redis, a SCRIPT FLUSH): no NOSCRIPT can happen, and the batch stays one
- * MULTI guarded by the checkpoint, as before.
- */
-function queuedScript(lua: string) {
-  const sha = createHash('sha1').update(lua).digest('hex');
-  const loaded = new WeakSet<ChainableCommander>();
-  return (tx: ChainableCommander, keys: readonly string[], args: readonly string[]) => {
-    if (loaded.has(tx)) {
-      tx.evalsha(sha, keys.length, ...keys, ...args);
-    } else {
-      loaded.add(tx);
-      tx.eval(lua, keys.length, ...keys, ...args);
-    }
-  };
-}
 const raise = queuedScript(RAISE);
 const readAll = queuedScript(READ_ALL);
 

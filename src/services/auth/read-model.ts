@@ -1,6 +1,6 @@
 import { assertNever } from '../../eventstore/decider.js';
 import { sql, type Kysely, type Selectable } from 'kysely';
-import type { PostgresProjectionDefinition } from '../../projections/postgres.js';
+import { jsonRows, type PostgresProjectionDefinition } from '../../projections/postgres.js';
 import type { Permission, Role, UserProfile } from '../../../schemas/auth.js';
 import { USER_EVENTS, type UserEvent, type UserFacts } from './events.js';
 import { normalizeEmail, normalizeNickname } from './claims.js';
@@ -33,6 +33,29 @@ export interface AuthReadDb {
 }
 
 export const USERS_PROJECTION = 'auth_users';
+
+/** The users table's columns and their Postgres types: a batch's rows are sent as one JSON parameter (`jsonRows`). */
+const USER_COLUMNS = {
+  id: 'uuid',
+  email: 'text',
+  email_normalized: 'text',
+  nickname: 'text',
+  nickname_normalized: 'text',
+  password_hash: 'text',
+  verified: 'bool',
+  roles: 'text[]',
+  granted_permissions: 'text[]',
+  revoked_permissions: 'text[]',
+  permissions: 'text[]',
+  ranks: 'text[]',
+  banned: 'bool',
+  banned_until: 'timestamptz',
+  ban_reason: 'text',
+  tokens_valid_after: 'timestamptz',
+  signed_up_at: 'timestamptz',
+  revision: 'int8',
+} as const satisfies Record<keyof UserRow, string>;
+const USER_COLUMN_NAMES = Object.keys(USER_COLUMNS) as (keyof UserRow)[];
 
 /**
  * The users read model (auth's database, schema `auth_users`). A batch is folded in memory per
@@ -80,7 +103,11 @@ export const usersProjection: PostgresProjectionDefinition<AuthReadDb> = {
   },
   async apply(trx, events) {
     const ids = [...new Set(events.map((e) => (e.data as { userId: string }).userId))];
-    const existing = await trx.selectFrom('users').selectAll().where('id', 'in', ids).execute();
+    const existing = await trx
+      .selectFrom('users')
+      .selectAll()
+      .where(sql<boolean>`id = any(${sql.val(ids)}::uuid[])`)
+      .execute();
     const rows = new Map<string, Selectable<UserRow>>(existing.map((r) => [r.id, { ...r, revision: Number(r.revision) }]));
     for (const e of events) {
       const event = { type: e.type, data: e.data } as UserEvent;
@@ -91,11 +118,12 @@ export const usersProjection: PostgresProjectionDefinition<AuthReadDb> = {
     if (changed.length === 0) return;
     await trx
       .insertInto('users')
-      .values(changed)
+      .columns(USER_COLUMN_NAMES)
+      .expression(jsonRows(USER_COLUMNS, changed))
       .onConflict((oc) =>
         oc.column('id').doUpdateSet((eb) => {
           const set: Record<string, unknown> = {};
-          for (const column of Object.keys(changed[0]!)) if (column !== 'id') set[column] = eb.ref(`excluded.${column}` as never);
+          for (const column of USER_COLUMN_NAMES) if (column !== 'id') set[column] = eb.ref(`excluded.${column}` as never);
           return set as never;
         }),
       )

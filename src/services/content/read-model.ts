@@ -436,11 +436,7 @@ async function applyBatch(trx: Trx, stored: readonly StoredEvent[]): Promise<voi
     [...dirty.posts].map((id) => m.posts.get(id)!),
   );
   if (edits.length > 0) {
-    await trx
-      .insertInto('post_edits')
-      .columns(COLUMN_NAMES.post_edits)
-      .expression(jsonRows(COLUMNS.post_edits, edits))
-      .execute();
+    await trx.insertInto('post_edits').columns(COLUMN_NAMES.post_edits).expression(jsonRows(COLUMNS.post_edits, edits)).execute();
   }
 }
 
@@ -552,7 +548,10 @@ async function upsert<T extends 'categories' | 'sections' | 'threads' | 'posts'>
     .onConflict((oc) =>
       oc
         .column('id')
-        .doUpdateSet((eb) => Object.fromEntries(columns.filter((c) => c !== 'id').map((c) => [c, eb.ref(`excluded.${c}` as never)])) as never),
+        .doUpdateSet(
+          (eb) =>
+            Object.fromEntries(columns.filter((c) => c !== 'id').map((c) => [c, eb.ref(`excluded.${c}` as never)])) as never,
+        ),
     )
     .execute();
 }
