@@ -131,9 +131,13 @@ export function createAggregateRepository<Command, Event extends DomainEvent, St
     const nats = opts.follow;
     const prefix = store.names.eventSubject(name, '_').slice(0, -1);
     followStart = (async () => {
+      // From the stream's next sequence, not "new": an ordered consumer that resets before its
+      // first message would otherwise start again from the beginning of the stream.
+      const next = (await nats.jsm.streams.info(store.names.eventsStream)).state.last_seq + 1;
       const consumer = await nats.js.consumers.get(store.names.eventsStream, {
         filter_subjects: `${prefix}*`,
-        deliver_policy: DeliverPolicy.New,
+        deliver_policy: DeliverPolicy.StartSequence,
+        opt_start_seq: next,
       });
       const iter = await consumer.consume();
       if (closed) {
@@ -143,10 +147,25 @@ export function createAggregateRepository<Command, Event extends DomainEvent, St
       followIter = iter;
       epoch++;
       following = true;
+      // While the ordered consumer resets (missed heartbeats, a reconnect), appends go unheard:
+      // nothing is trusted until it is recreated, in a new epoch.
+      void (async () => {
+        for await (const st of iter.status()) {
+          if (st.type === 'reset') following = false;
+          else if (st.type === 'ordered_consumer_recreated') {
+            epoch++;
+            following = true;
+          }
+        }
+      })().catch(() => undefined);
       followLoop = (async () => {
         for await (const m of iter) {
           const id = m.subject.slice(prefix.length);
           newest.set(id, Math.max(newest.get(id) ?? 0, m.seq));
+          // The cached state is older than what was heard: dropped, so that it cannot be trusted
+          // once `newest` has forgotten this aggregate.
+          const held = cache.peek(id);
+          if (held !== undefined && held.revision < m.seq) cache.delete(id);
         }
       })()
         .catch((err: unknown) => log.warn({ err, aggregate: name }, 'stopped following appends'))

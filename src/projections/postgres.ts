@@ -167,8 +167,10 @@ export async function applyBatch(
   if (!NAME.test(schema) || !NAME.test(lockName)) throw new Error(`invalid projection name "${schema}" / "${lockName}"`);
   if (!Number.isSafeInteger(upTo) || upTo < 0) throw new Error(`invalid position ${upTo}`);
   await db.connection().execute(async (conn) => {
-    await sql.raw(`begin; select pg_advisory_xact_lock(hashtext('obey-projection:${lockName}'))`).execute(conn);
     try {
+      // Inside the try: a lock wait that is cancelled must not leave the pooled connection in
+      // a failed transaction.
+      await sql.raw(`begin; select pg_advisory_xact_lock(hashtext('obey-projection:${lockName}'))`).execute(conn);
       // One connection inside BEGIN … COMMIT: a transaction for every purpose of `apply`, which
       // only builds queries (kysely's Transaction type adds nothing else it uses).
       const scoped = conn.withSchema(schema) as unknown as Transaction<any>;

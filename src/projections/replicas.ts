@@ -55,6 +55,9 @@ export interface ReplicaCache<T> {
   stopMemo(): Promise<void>;
 }
 
+/** How long a replica read from Redis is used from memory (see `remember`). */
+const REDIS_READ_TTL_MS = 5_000;
+
 // Keeps the newer of two replicas: notifications and fetches may arrive in any order.
 const PUT_IF_NEWER = `
 local current = redis.call('GET', KEYS[1])
@@ -107,28 +110,36 @@ export function createReplicaCache<T>(opts: ReplicaCacheOptions<T>): ReplicaCach
    * or fetched from its owner is remembered only when it is at least that new: Redis may lag
    * behind the notification that just came. A notification's own replica replaces an older one
    * in memory. Nothing is remembered before the subscription runs, nor while the connection is
-   * down (what was published meanwhile went unheard: memory is emptied), and an entry is used
-   * for `memoTtlMs` at most.
+   * down (what was published meanwhile went unheard: memory is emptied). An entry is used for
+   * `memoTtlMs` at most, and one read from Redis for 5 s at most (Redis may lag behind a
+   * notification this instance did not hear).
    */
   const memoCapacity = opts.memoCapacity ?? 10_000;
   const memoTtl = opts.memoTtlMs ?? 60_000;
-  const memo = new LruCache<string, { replica: Replica<T>; at: number }>(Math.max(1, memoCapacity));
+  const memo = new LruCache<string, { replica: Replica<T>; until: number }>(Math.max(1, memoCapacity));
   const newest = new LruCache<string, number>(Math.max(1, memoCapacity * 2));
   const definitions = new Map(opts.events.map((d) => [d.type, d]));
   let following = false;
   let subscriptions: Subscription[] = [];
   let statuses: (AsyncIterable<Status> & { stop?: () => void }) | undefined;
 
-  function remember(r: Replica<T>): void {
+  /**
+   * `fromRedis`: Redis may be behind a notification this instance never heard (published while
+   * it was starting or disconnected, before the projection applied it), so such a value is
+   * used from memory for `REDIS_READ_TTL_MS` only; what the owner or a notification said, for
+   * `memoTtl`.
+   */
+  function remember(r: Replica<T>, fromRedis = false): void {
     if (!following) return;
     if (r.revision < (newest.get(r.id) ?? 0)) return;
     const held = memo.get(r.id);
-    if (held === undefined || held.replica.revision <= r.revision) memo.set(r.id, { replica: r, at: Date.now() });
+    const ttl = fromRedis ? Math.min(memoTtl, REDIS_READ_TTL_MS) : memoTtl;
+    if (held === undefined || held.replica.revision <= r.revision) memo.set(r.id, { replica: r, until: Date.now() + ttl });
   }
   function recall(id: string): T | undefined {
     const held = memo.get(id);
     if (held === undefined) return undefined;
-    if (!following || Date.now() - held.at >= memoTtl || held.replica.revision < (newest.get(id) ?? 0)) {
+    if (!following || Date.now() >= held.until || held.replica.revision < (newest.get(id) ?? 0)) {
       memo.delete(id);
       return undefined;
     }
@@ -172,7 +183,7 @@ export function createReplicaCache<T>(opts: ReplicaCacheOptions<T>): ReplicaCach
     if (raw === null) return undefined;
     try {
       const { revision, value } = JSON.parse(raw) as { revision: number; value: T };
-      if (typeof revision === 'number') remember({ id, revision, value });
+      if (typeof revision === 'number') remember({ id, revision, value }, true);
       return value;
     } catch {
       return undefined;
