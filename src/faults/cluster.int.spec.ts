@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { v4 as uuidv4 } from 'uuid';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { eventually as eventuallyMet, injectClient, sleep, type Answer } from './inject-client.js';
 import { listDeadLetters } from '../eventstore/dead-letters.js';
 import { encodeHeaders } from '../eventstore/headers.js';
 import { serviceNames } from '../eventstore/streams.js';
@@ -27,58 +28,9 @@ let cluster: TestNatsCluster;
 let sys: TestSystem;
 let admin: TestUser;
 let sectionId: string;
-
-interface Answer {
-  readonly status: number;
-  readonly body: any;
-}
-
-async function call(
-  method: 'GET' | 'POST' | 'PUT',
-  url: string,
-  opts: { body?: unknown; as?: TestUser; minPosition?: number; idempotencyKey?: string } = {},
-): Promise<Answer> {
-  const headers: Record<string, string> = {};
-  if (opts.as !== undefined) headers.authorization = `Bearer ${opts.as.accessToken}`;
-  if (opts.minPosition !== undefined) headers['obey-min-position'] = String(opts.minPosition);
-  if (opts.idempotencyKey !== undefined) headers['idempotency-key'] = opts.idempotencyKey;
-  const res = await sys.app.inject({
-    method,
-    url,
-    headers,
-    ...(opts.body === undefined ? {} : { payload: opts.body as object }),
-  });
-  let body: any;
-  try {
-    body = res.body === '' ? undefined : JSON.parse(res.body);
-  } catch {
-    body = res.body;
-  }
-  return { status: res.statusCode, body };
-}
-
-async function ok(method: Parameters<typeof call>[0], url: string, opts: Parameters<typeof call>[2] = {}): Promise<any> {
-  const r = await call(method, url, opts);
-  if (r.status >= 300 || r.status === 202) throw new Error(`${method} ${url}: ${r.status} ${JSON.stringify(r.body)}`);
-  return r.body;
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function eventually<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v !== undefined) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`${what}: not met in time${last === undefined ? '' : ` (${String(last)})`}`);
-    await sleep(200);
-  }
-}
+const { call, ok, allPosts, allAlerts } = injectClient(() => sys.app);
+const eventually = <T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 30_000) =>
+  eventuallyMet(what, probe, timeoutMs);
 
 /** The answers other than the final success that careful clients saw, by status. */
 const detours = new Map<string, number>();
@@ -155,32 +107,6 @@ async function load(
   };
   await Promise.all(Array.from({ length: inFlight }, worker));
   return acked;
-}
-
-async function allPosts(threadId: string, minPosition: number): Promise<any[]> {
-  const out: any[] = [];
-  let cursor: string | null = null;
-  for (let page = 0; page < 100; page++) {
-    const q: string = cursor === null ? '' : `&cursor=${cursor}`;
-    const r = await ok('GET', `/api/content/threads/${threadId}/posts?limit=100${q}`, { minPosition });
-    out.push(...r.items);
-    cursor = r.nextCursor;
-    if (cursor === null) return out;
-  }
-  throw new Error('too many pages');
-}
-
-async function allAlerts(u: TestUser): Promise<any[]> {
-  const out: any[] = [];
-  let cursor: string | null = null;
-  for (let page = 0; page < 100; page++) {
-    const q: string = cursor === null ? '' : `&cursor=${cursor}`;
-    const r = await ok('GET', `/api/alerts?limit=100${q}`, { as: u });
-    out.push(...r.items);
-    cursor = r.nextCursor ?? null;
-    if (cursor === null || r.items.length === 0) return out;
-  }
-  throw new Error('too many pages');
 }
 
 async function streamNames(): Promise<string[]> {

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { eventually, injectClient, sleep, type Answer } from './inject-client.js';
 import { startPostgresServer } from '../testing/postgres-server.js';
 import type { TestServer } from '../testing/servers.js';
 import { signedInUser, startTestSystem, type TestSystem, type TestUser } from '../testing/system.js';
@@ -25,59 +26,7 @@ let pgServer: TestServer;
 let sys: TestSystem;
 let admin: TestUser;
 let sectionId: string;
-
-interface Answer {
-  readonly status: number;
-  readonly body: any;
-  readonly contentType: string;
-}
-
-async function call(
-  method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE',
-  url: string,
-  opts: { body?: unknown; as?: TestUser; minPosition?: number; idempotencyKey?: string } = {},
-): Promise<Answer> {
-  const headers: Record<string, string> = {};
-  if (opts.as !== undefined) headers.authorization = `Bearer ${opts.as.accessToken}`;
-  if (opts.minPosition !== undefined) headers['obey-min-position'] = String(opts.minPosition);
-  if (opts.idempotencyKey !== undefined) headers['idempotency-key'] = opts.idempotencyKey;
-  const res = await sys.app.inject({
-    method,
-    url,
-    headers,
-    ...(opts.body === undefined ? {} : { payload: opts.body as object }),
-  });
-  let body: any;
-  try {
-    body = res.body === '' ? undefined : JSON.parse(res.body);
-  } catch {
-    body = res.body;
-  }
-  return { status: res.statusCode, body, contentType: String(res.headers['content-type'] ?? '') };
-}
-
-async function ok(method: Parameters<typeof call>[0], url: string, opts: Parameters<typeof call>[2] = {}): Promise<any> {
-  const r = await call(method, url, opts);
-  if (r.status >= 300 || r.status === 202) throw new Error(`${method} ${url}: ${r.status} ${JSON.stringify(r.body)}`);
-  return r.body;
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function eventually<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v !== undefined) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`${what}: not met in time${last === undefined ? '' : ` (${String(last)})`}`);
-    await sleep(100);
-  }
-}
+const { call, ok, allPosts, allAlerts } = injectClient(() => sys.app);
 
 interface Acked {
   readonly key: string;
@@ -139,34 +88,6 @@ async function load(
   };
   await Promise.all(Array.from({ length: inFlight }, worker));
   return acked;
-}
-
-/** Every post of a thread, all pages, once the read model has applied `minPosition`. */
-async function allPosts(threadId: string, minPosition: number): Promise<any[]> {
-  const out: any[] = [];
-  let cursor: string | null = null;
-  for (let page = 0; page < 100; page++) {
-    const q: string = cursor === null ? '' : `&cursor=${cursor}`;
-    const r = await ok('GET', `/api/content/threads/${threadId}/posts?limit=100${q}`, { minPosition });
-    out.push(...r.items);
-    cursor = r.nextCursor;
-    if (cursor === null) return out;
-  }
-  throw new Error('too many pages');
-}
-
-/** Every alert of a user, all pages (newest first). */
-async function allAlerts(u: TestUser): Promise<any[]> {
-  const out: any[] = [];
-  let cursor: string | null = null;
-  for (let page = 0; page < 100; page++) {
-    const q: string = cursor === null ? '' : `&cursor=${cursor}`;
-    const r = await ok('GET', `/api/alerts?limit=100${q}`, { as: u });
-    out.push(...r.items);
-    cursor = r.nextCursor ?? null;
-    if (cursor === null || r.items.length === 0) return out;
-  }
-  throw new Error('too many pages');
 }
 
 async function deadLetters(service: 'CONTENT' | 'AUTH' | 'ALERTS' = 'CONTENT'): Promise<number> {
