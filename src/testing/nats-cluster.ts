@@ -1,11 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { connect as tcpConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
-import { freePort } from './servers.js';
+import { freePort, waitForPort } from './servers.js';
 
 /**
  * A 3-node NATS cluster with JetStream on loopback, for a test file of its own: each node has
@@ -96,7 +95,7 @@ export async function startNatsCluster(): Promise<TestNatsCluster> {
   try {
     for (let i = 0; i < NODES; i++) dirs.push(await mkdtemp(join(tmpdir(), `obey-nats-${names[i]}-`)));
     for (let i = 0; i < NODES; i++) startNode(i);
-    await Promise.all(ports.map((p, i) => waitForPort(p, children[i]!, `nats-server ${names[i]}`)));
+    await Promise.all(ports.map((p, i) => waitForPort(p, children[i]!, `nats-server ${names[i]}`, START_TIMEOUT_MS)));
     await waitForMetaLeader(urls);
   } catch (err) {
     await stop();
@@ -115,7 +114,7 @@ export async function startNatsCluster(): Promise<TestNatsCluster> {
     async restart(i) {
       await stopNode(i, 'SIGTERM');
       const child = startNode(i);
-      await waitForPort(ports[i]!, child, `nats-server ${names[i]}`);
+      await waitForPort(ports[i]!, child, `nats-server ${names[i]}`, START_TIMEOUT_MS);
       await waitForMetaLeader([urls[i]!]);
     },
     stop,
@@ -141,23 +140,5 @@ async function waitForMetaLeader(urls: readonly string[]): Promise<void> {
     throw new Error(`the NATS cluster has no JetStream meta leader after ${START_TIMEOUT_MS} ms`, { cause: last });
   } finally {
     await nc.close();
-  }
-}
-
-async function waitForPort(port: number, child: ChildProcess, what: string): Promise<void> {
-  const deadline = Date.now() + START_TIMEOUT_MS;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`${what} exited with ${child.exitCode}`);
-    const open = await new Promise<boolean>((resolve) => {
-      const socket = tcpConnect(port, '127.0.0.1');
-      socket.once('connect', () => {
-        socket.destroy();
-        resolve(true);
-      });
-      socket.once('error', () => resolve(false));
-    });
-    if (open) return;
-    if (Date.now() > deadline) throw new Error(`${what} did not open port ${port} within ${START_TIMEOUT_MS} ms`);
-    await new Promise((r) => setTimeout(r, 50));
   }
 }
