@@ -200,6 +200,21 @@ describe('command bus', () => {
     expect(seen.find((s) => s.id === keyed)).toMatchObject({ drawn: undefined, inbox: expect.any(String) });
   });
 
+  it('answers a command whose result inbox cannot be a subject token on its own result subject', async () => {
+    const commandId = uuidv4();
+    const sub = t.nats.nc.subscribe(t.names.commandResultSubject(commandId), { max: 1 });
+    await t.nats.js.publish(cmds.OpenAccount.subject!, JSON.stringify({ accountId: uuidv4(), owner: 'di' }), {
+      msgID: commandId,
+      headers: encodeHeaders(
+        { type: cmds.OpenAccount.type, version: 1, correlationId: 'c', causationId: undefined, traceparent: undefined },
+        { 'Obey-Result-Inbox': 'not.a*token' },
+      ),
+    });
+    for await (const m of sub) {
+      expect(JSON.parse(new TextDecoder().decode(m.data))).toMatchObject({ status: 'succeeded', commandId });
+    }
+  });
+
   it('recognises a command whose event was appended but whose result was never stored', async () => {
     const accountId = await openAccount();
     const commandId = uuidv4();

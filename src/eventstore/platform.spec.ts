@@ -106,6 +106,13 @@ describe('configuration', () => {
     expect(() => loadConfig({ NATS_REPLICAS: '0' })).toThrow(/NATS_REPLICAS/);
     expect(() => loadConfig({ NATS_REPLICAS: '6' })).toThrow(/NATS_REPLICAS/);
   });
+  it("leaves content's posting limits to their defaults unless set, and refuses a bad one", () => {
+    expect(loadConfig({}).content.postsPerMinute).toBeUndefined();
+    expect(loadConfig({ OBEY_POSTS_PER_MINUTE: '120' }).content.postsPerMinute).toBe(120);
+    expect(loadConfig({ OBEY_NEW_ACCOUNT_POSTS_PER_MINUTE: '2' }).content.newAccountPostsPerMinute).toBe(2);
+    expect(() => loadConfig({ OBEY_POSTS_PER_MINUTE: '0' })).toThrow(/OBEY_POSTS_PER_MINUTE/);
+    expect(() => loadConfig({ OBEY_NEW_ACCOUNT_POSTS_PER_MINUTE: 'many' })).toThrow(/OBEY_NEW_ACCOUNT_POSTS_PER_MINUTE/);
+  });
   it('splits and normalises admin emails', () => {
     expect(loadConfig({ OBEY_ADMIN_EMAILS: ' Ann@Example.org, ,bo@x.io' }).adminEmails).toEqual(['ann@example.org', 'bo@x.io']);
   });
