@@ -50,7 +50,6 @@
  *   TEST_POSTGRES_URL        the maintenance database (default postgres://postgres@127.0.0.1:5432/postgres)
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import { readdirSync, readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { Session } from 'node:inspector/promises';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
@@ -75,7 +74,19 @@ import { PREFIX as INBOX_PREFIX } from '../src/services/alerts/read-model.js';
 import { USERS_PROJECTION, type AuthReadDb } from '../src/services/auth/read-model.js';
 import { renderEmail } from '../src/services/mailing/templates.js';
 import { signedInUser, startTestSystem, TEST_JWT_SECRET, type TestSystem, type TestUser } from '../src/testing/system.js';
-import { fmt, intEnv, latencySummary, median, percentile, round, sleep, sorted } from './lib.js';
+import {
+  fmt,
+  intEnv,
+  latencySummary,
+  machineCpuSeconds,
+  median,
+  percentile,
+  pidOf,
+  processCpuSeconds,
+  round,
+  sleep,
+  sorted,
+} from './lib.js';
 
 const USERS = intEnv('BENCH_USERS', 200);
 const NOTIFICATIONS = intEnv('BENCH_NOTIFICATIONS', 20_000);
@@ -169,57 +180,6 @@ async function pool<T, R>(items: readonly T[], concurrency: number, f: (item: T,
 // CPU accounting: this process, the machine, and the nats-server and redis-servers by pid
 // ---------------------------------------------------------------------------------------------
 
-const TICK_SECONDS = 1 / 100; // USER_HZ
-
-/** Busy and total jiffies of the whole machine. */
-function machineCpu(): { busy: number; total: number } | undefined {
-  try {
-    const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!;
-    const f = line.trim().split(/\s+/).slice(1).map(Number);
-    const total = f.slice(0, 8).reduce((a, b) => a + b, 0);
-    return { busy: total - f[3]! - f[4]!, total };
-  } catch {
-    return undefined;
-  }
-}
-
-/**
- * The pid of the process whose command line holds `program` and the argument pair `flag port`,
- * or (redis-server rewrites its title to `redis-server 127.0.0.1:<port>`) `program` and `:port`.
- */
-function pidOf(program: string, flag: string, port: number): number | undefined {
-  try {
-    for (const entry of readdirSync('/proc')) {
-      if (!/^\d+$/.test(entry)) continue;
-      let args: string[];
-      try {
-        args = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
-      } catch {
-        continue;
-      }
-      if (args[0]?.startsWith(`${program} `) === true && args[0].endsWith(`:${port}`)) return Number(entry);
-      if (!args[0]?.endsWith(program)) continue;
-      const i = args.indexOf(flag);
-      if (i !== -1 && args[i + 1] === String(port)) return Number(entry);
-    }
-  } catch {
-    // No /proc: no per-process figures.
-  }
-  return undefined;
-}
-
-/** User + system CPU seconds of a process so far. */
-function processCpuSeconds(pid: number | undefined): number | undefined {
-  if (pid === undefined) return undefined;
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) * TICK_SECONDS;
-  } catch {
-    return undefined;
-  }
-}
-
 interface Usage {
   readonly seconds: number;
   /** CPU of this process (all threads), in cores (1 = one core busy the whole time). */
@@ -267,7 +227,7 @@ function startUsage() {
   gcObserver.observe({ entryTypes: ['gc'] });
   delay.enable();
   const servers0 = Object.fromEntries(Object.entries(serverPids).map(([k, pid]) => [k, processCpuSeconds(pid)]));
-  const m0 = machineCpu();
+  const m0 = machineCpuSeconds();
   const cpu0 = process.cpuUsage();
   const elu0 = performance.eventLoopUtilization();
   const t0 = performance.now();
@@ -276,7 +236,7 @@ function startUsage() {
       const seconds = (performance.now() - t0) / 1000;
       const elu = performance.eventLoopUtilization(elu0);
       const cpu = process.cpuUsage(cpu0);
-      const m1 = machineCpu();
+      const m1 = machineCpuSeconds();
       delay.disable();
       gcObserver.disconnect();
       const servers: Record<string, number | null> = {};
@@ -286,7 +246,7 @@ function startUsage() {
         servers[k] = a === undefined || b === undefined ? null : round((b - a) / seconds, 2);
       }
       const benchProcessCores = (cpu.user + cpu.system) / 1e6 / seconds;
-      const busyCores = m0 === undefined || m1 === undefined ? undefined : ((m1.busy - m0.busy) * TICK_SECONDS) / seconds;
+      const busyCores = m0 === undefined || m1 === undefined ? undefined : (m1.busy - m0.busy) / seconds;
       const serverCores = Object.values(servers).reduce<number>((s, c) => s + (c ?? 0), 0);
       return {
         seconds: round(seconds, 2),
