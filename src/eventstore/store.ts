@@ -1,4 +1,4 @@
-import { AckPolicy, DeliverPolicy, JetStreamApiError, type ConsumerConfig, type JsMsg } from '@nats-io/jetstream';
+import { AckPolicy, DeliverPolicy, JetStreamApiError, type ConsumerConfig, type JsMsg, type StoredMsg } from '@nats-io/jetstream';
 import { errors as natsErrors, nanos } from '@nats-io/nats-core';
 import { v4 as uuidv4 } from 'uuid';
 import { ConcurrencyError } from './errors.js';
@@ -47,6 +47,10 @@ export interface EventStore {
   read(aggregate: string, id: string, after?: number): AsyncIterable<StoredEvent>;
   /** The position of the aggregate's last event, 0 when it has none. */
   lastRevision(aggregate: string, id: string): Promise<number>;
+  /** The aggregate's last event (one direct get); undefined when it has none. */
+  last(aggregate: string, id: string): Promise<StoredEvent | undefined>;
+  /** The event at a position of the service's events stream (one direct get); undefined when there is none. */
+  at(position: number): Promise<StoredEvent | undefined>;
   /**
    * The aggregate's event caused by `causationId` (a command id) among those stored since
    * `since`, reading headers only; undefined when there is none.
@@ -128,6 +132,16 @@ export function createJetStreamEventStore(opts: EventStoreOptions): EventStore {
     return msg === null ? 0 : msg.seq;
   }
 
+  async function last(aggregate: string, id: string): Promise<StoredEvent | undefined> {
+    const msg = await nats.jsm.direct.getMessage(stream, { last_by_subj: names.eventSubject(aggregate, id) });
+    return msg === null ? undefined : fromStoredMsg(msg);
+  }
+
+  async function at(position: number): Promise<StoredEvent | undefined> {
+    const msg = await nats.jsm.direct.getMessage(stream, { seq: position });
+    return msg === null ? undefined : fromStoredMsg(msg);
+  }
+
   async function* read(aggregate: string, id: string, after = 0): AsyncIterable<StoredEvent> {
     // Most reads find nothing new (a new aggregate, a catch-up that is current): one direct
     // get answers that, without creating a consumer.
@@ -187,7 +201,21 @@ export function createJetStreamEventStore(opts: EventStoreOptions): EventStore {
     return undefined;
   }
 
-  return { names, append, read, lastRevision, findCausedBy };
+  return { names, append, read, lastRevision, last, at, findCausedBy };
+}
+
+/** Decodes a message read with a direct get from an events stream. */
+function fromStoredMsg(m: StoredMsg): StoredEvent {
+  const meta = decodeHeaders(m.header);
+  return {
+    type: meta.type,
+    version: meta.version,
+    data: decodeJson(m.data),
+    meta,
+    subject: m.subject,
+    position: m.seq,
+    time: m.time,
+  };
 }
 
 /** Decodes a JetStream message of an events stream (its body as null when `withData` is false). */

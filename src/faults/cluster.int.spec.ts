@@ -397,14 +397,14 @@ describe('a 3-node NATS cluster', () => {
       missing = wanted.filter((k) => !keys.has(k));
       return missing.length === 0 ? all : undefined;
     }).catch(async (err: unknown) => {
-      // Where they stopped: notified by content, raised by alerts (one subject per alert), projected.
+      // Where they stopped: notified by content, raised by alerts (batches on the intake's subject), projected.
       const notified = await sys.nats.jsm.streams.info('CONTENT_NOTIFICATIONS', { subjects_filter: 'content.notifications.>' });
-      const raised = await sys.nats.jsm.streams.info('ALERTS_EVENTS', { subjects_filter: 'alerts.events.alert.>' });
+      const raised = await sys.nats.jsm.streams.info('ALERTS_EVENTS', { subjects_filter: 'alerts.events.intake.>' });
       const where = {
         missing: missing.length,
         first: missing.slice(0, 3),
         notifications: notified.state.subjects,
-        alertSubjects: Object.keys(raised.state.subjects ?? {}).length,
+        intakeEvents: raised.state.subjects,
         consumers: await durableConsumers(),
       };
       throw new Error(`${String(err)}: ${JSON.stringify(where)}`);

@@ -17,6 +17,12 @@ import { inSpan, messageAttributes } from '../observability/tracing.js';
 export interface RelayedCommand {
   readonly definition: MessageDefinition<TSchema>;
   readonly data: unknown;
+  /**
+   * What the command's id derives from, when not from its source event and its index there:
+   * something that names the command itself (e.g. the alert an email is for), so that the same
+   * command made again from another event gets the same id.
+   */
+  readonly key?: string;
 }
 
 export interface CommandRelayOptions {
@@ -46,7 +52,7 @@ export interface CommandRelayOptions {
 /**
  * Sends commands to another service (e.g. `MailingSendEmailCommand`) from the reading service's
  * own events stream, the outbox: a crash between an append and its command loses nothing. Each
- * command's id derives from its source event, so a command sent again after a crash is dropped
+ * command's id derives from its source event (or its `key`), so a command sent again after a crash is dropped
  * by the target stream's duplicate window and recognised by the target by its id beyond it.
  * The checkpoint is stored after the commands of a batch are sent.
  */
@@ -83,7 +89,7 @@ export function createCommandRelay(opts: CommandRelayOptions): ProjectionRunner 
               throw new InvalidMessageError(`relay made an invalid ${def.type} from ${e.type}`, def.validator.issues(c.data));
             }
             const source = `${opts.stream ?? names.eventsStream}:${e.position}`;
-            const commandId = uuidv5(`${source}:${i}`, '9a3e1c52-1f0e-4c55-8d0b-1d8f1f0c7a11');
+            const commandId = uuidv5(c.key ?? `${source}:${i}`, '9a3e1c52-1f0e-4c55-8d0b-1d8f1f0c7a11');
             const target = serviceNames(def.subject.split('.')[0] ?? '');
             const subject = def.subject;
             await inSpan(

@@ -1,45 +1,42 @@
 import { DomainError } from '../../eventstore/errors.js';
 import { defineAggregate, type Decider, assertNever } from '../../eventstore/decider.js';
-import { AlertRaised, AlertRead, AllAlertsRead, type AlertContent, type AlertEvent, type InboxEvent } from './events.js';
+import { AlertRaised, AlertRead, AllAlertsRead, type AlertEvent, type InboxEvent } from './events.js';
 
 export const alertErrors = {
   // The same answer whether the alert does not exist or is someone else's: ids tell nothing.
   notFound: (id: string) => new DomainError('alert-not-found', 'not-found', `alert ${id} does not exist`),
 };
 
-export type AlertCommand =
-  | { type: 'raise'; alertId: string; userId: string; content: AlertContent; at: Date }
-  | { type: 'mark-read'; alertId: string; userId: string; at: Date };
+/**
+ * Marking an alert read. Alerts are raised in batches on the intake's aggregate, so the alert's
+ * own aggregate holds only its reads; `raisedFor` is who the alert was raised for, as the event
+ * that raised it says (looked up by the command's handler), null when there is no such alert.
+ */
+export type AlertCommand = { type: 'mark-read'; alertId: string; userId: string; raisedFor: string | null; at: Date };
 
-export type AlertState =
-  { readonly status: 'none' } | { readonly status: 'raised'; readonly userId: string; readonly read: boolean };
+/** An alert's own events: its reads (and its raise, for an alert of the earlier version that raised one per aggregate). */
+export type AlertState = { readonly raisedFor: string | null; readonly read: boolean };
 
 export const alertDecider: Decider<AlertCommand, AlertEvent, AlertState> = {
-  initialState: { status: 'none' },
+  initialState: { raisedFor: null, read: false },
   decide(command, state) {
-    const at = command.at.toISOString();
     switch (command.type) {
-      case 'raise':
-        // Raised once, however often its notification comes.
-        if (state.status === 'raised') return null;
-        return {
-          type: 'AlertsAlertRaised',
-          data: { alertId: command.alertId, userId: command.userId, content: command.content, at },
-        };
-      case 'mark-read':
-        if (state.status !== 'raised' || state.userId !== command.userId) throw alertErrors.notFound(command.alertId);
+      case 'mark-read': {
+        const owner = state.raisedFor ?? command.raisedFor;
+        if (owner !== command.userId) throw alertErrors.notFound(command.alertId);
         if (state.read) return null;
-        return { type: 'AlertsAlertRead', data: { alertId: command.alertId, userId: command.userId, at } };
+        return { type: 'AlertsAlertRead', data: { alertId: command.alertId, userId: command.userId, at: command.at.toISOString() } };
+      }
       default:
-        return assertNever(command);
+        return assertNever(command.type);
     }
   },
   evolve(state, event) {
     switch (event.type) {
       case 'AlertsAlertRaised':
-        return { status: 'raised', userId: event.data.userId, read: false };
+        return { ...state, raisedFor: event.data.userId };
       case 'AlertsAlertRead':
-        return state.status === 'raised' ? { ...state, read: true } : state;
+        return { raisedFor: event.data.userId, read: true };
       default:
         return assertNever(event);
     }

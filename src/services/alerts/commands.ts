@@ -1,7 +1,9 @@
 import { Type } from 'typebox';
 import { defineMessage, Uuid } from '../../../schemas/message.js';
 import { defineCommandHandler } from '../../eventstore/commands.js';
+import type { StoredEvent } from '../../eventstore/store.js';
 import { alertAggregate, inboxAggregate } from './alert.js';
+import { AlertRaised, AlertsRaised } from './events.js';
 
 /* Alerts' commands from its HTTP API (ALERTS_COMMANDS): the caller is the user. */
 
@@ -16,12 +18,38 @@ export const MarkAllAlertsRead = defineMessage({
   schema: Type.Object({ userId: Uuid(), upTo: Type.Integer({ minimum: 0 }) }, { additionalProperties: false }),
 });
 
-export const alertsCommandHandlers = [
+/** Who the event says `alertId` was raised for; null when the event did not raise it. */
+export function raisedForIn(e: StoredEvent | undefined, alertId: string): string | null {
+  if (e === undefined) return null;
+  if (e.type === AlertsRaised.type && AlertsRaised.validator.check(e.data)) {
+    return e.data.alerts.find((a) => a.alertId === alertId)?.userId ?? null;
+  }
+  if (e.type === AlertRaised.type && AlertRaised.validator.check(e.data)) {
+    return e.data.alertId === alertId ? e.data.userId : null;
+  }
+  return null;
+}
+
+export interface AlertsCommandDeps {
+  /**
+   * Who an alert was raised for, from the event that raised it; null when there is no such
+   * alert. (The inbox in Redis says which event that is; the event, not the cache, says for whom.)
+   */
+  raisedFor(alertId: string): Promise<string | null>;
+}
+
+export const alertsCommandHandlers = (deps: AlertsCommandDeps) => [
   defineCommandHandler({
     command: MarkAlertRead,
     aggregate: alertAggregate,
     aggregateId: (b) => b.alertId,
-    toCommand: (b, ctx) => ({ type: 'mark-read' as const, alertId: b.alertId, userId: b.userId, at: ctx.receivedAt }),
+    toCommand: async (b, ctx) => ({
+      type: 'mark-read' as const,
+      alertId: b.alertId,
+      userId: b.userId,
+      raisedFor: await deps.raisedFor(b.alertId),
+      at: ctx.receivedAt,
+    }),
   }),
   defineCommandHandler({
     command: MarkAllAlertsRead,

@@ -2,9 +2,14 @@ import { Type, type Static } from 'typebox';
 import { defineMessage, Timestamp, Uuid, strictObject } from '../../../schemas/message.js';
 
 /*
- * The events of alerts (ALERTS_EVENTS): an `alert` aggregate per alert (its id derives from the
- * notification it came from, so a notification delivered twice raises one alert), and an `inbox`
- * per user for "mark all as read".
+ * The events of alerts (ALERTS_EVENTS):
+ * - an `intake` aggregate per notifications consumer (`alerts-from-content`, `alerts-from-auth`):
+ *   `AlertsAlertsRaised`, the alerts raised from a batch of notifications, with the position of
+ *   the last notification the batch covers (the intake's checkpoint). Each alert's id derives
+ *   from the notification it came from and its recipient.
+ * - an `alert` aggregate per alert, for marking it read (`AlertsAlertRead`). Alerts raised by an
+ *   earlier version of the service are each an `AlertsAlertRaised` there; they are still read.
+ * - an `inbox` per user for "mark all as read".
  */
 
 const object = strictObject;
@@ -48,10 +53,45 @@ export type AlertContent = Static<typeof AlertContent>;
 /** Alerts that also go out by email. */
 export const IMPORTANT: ReadonlySet<AlertContent['kind']> = new Set(['banned', 'thread-locked']);
 
+/** One alert raised (the service's earlier form; now `AlertsAlertsRaised`). */
 export const AlertRaised = defineMessage({
   type: 'AlertsAlertRaised',
   schema: object({ alertId: Uuid(), userId: Uuid(), content: AlertContent, at: Timestamp() }),
 });
+/** The most alerts one `AlertsAlertsRaised` holds (a batch gives several events beyond it, or beyond {@link MAX_EVENT_BYTES}). */
+export const MAX_ALERTS_PER_EVENT = 1_000;
+/** A bound on one `AlertsAlertsRaised`'s body, well under NATS's max_payload (1 MB, nats.conf). */
+export const MAX_EVENT_BYTES = 512 * 1024;
+
+/**
+ * More than the bytes an alert takes in an event's JSON: every character of its texts counted
+ * as 6 bytes (a JSON `\uXXXX` escape; UTF-8 takes at most 3 per UTF-16 unit), plus its ids,
+ * time and names (under 300 bytes).
+ */
+export function alertBytesBound(a: { content: AlertContent }): number {
+  const c = a.content;
+  let chars = 0;
+  if ('threadTitle' in c) chars += c.threadTitle.length;
+  if ('excerpt' in c) chars += c.excerpt.length;
+  if ('reason' in c) chars += c.reason.length;
+  if ('actor' in c) chars += c.actor.nickname.length;
+  return 300 + 6 * chars;
+}
+
+/** An alert as raised: for whom, what, when. */
+export const RaisedAlert = object({ alertId: Uuid(), userId: Uuid(), content: AlertContent, at: Timestamp() });
+export type RaisedAlert = Static<typeof RaisedAlert>;
+
+export const AlertsRaised = defineMessage({
+  type: 'AlertsAlertsRaised',
+  schema: object({
+    /** The position (in the notifications stream) of the last notification this event covers. */
+    upTo: Type.Integer({ minimum: 1 }),
+    /** Newest last. */
+    alerts: Type.Array(RaisedAlert, { maxItems: MAX_ALERTS_PER_EVENT }),
+  }),
+});
+
 export const AlertRead = defineMessage({
   type: 'AlertsAlertRead',
   schema: object({ alertId: Uuid(), userId: Uuid(), at: Timestamp() }),
@@ -70,5 +110,6 @@ export type AlertEvent =
   | { type: 'AlertsAlertRaised'; data: Static<typeof AlertRaised.schema> }
   | { type: 'AlertsAlertRead'; data: Static<typeof AlertRead.schema> };
 export type InboxEvent = { type: 'AlertsAllAlertsRead'; data: Static<typeof AllAlertsRead.schema> };
+export type IntakeEvent = { type: 'AlertsAlertsRaised'; data: Static<typeof AlertsRaised.schema> };
 
-export const ALERTS_EVENTS = [AlertRaised, AlertRead, AllAlertsRead] as const;
+export const ALERTS_EVENTS = [AlertsRaised, AlertRaised, AlertRead, AllAlertsRead] as const;

@@ -14,7 +14,6 @@ import {
   ContentThreadRepliedNotification,
 } from '../../../schemas/content.js';
 import { openBucket } from '../../eventstore/buckets.js';
-import { createAggregateRepository } from '../../eventstore/repository.js';
 import { createCommandProcessor, type CommandSender } from '../../eventstore/commands.js';
 import { RemoteError } from '../../eventstore/errors.js';
 import { request } from '../../eventstore/requests.js';
@@ -24,8 +23,7 @@ import { createCommandRelay } from '../../projections/command-relay.js';
 import { createRedisProjection } from '../../projections/redis.js';
 import { createReplicaCache } from '../../projections/replicas.js';
 import { createProjectionRunner, type ProjectionRunner } from '../../projections/runner.js';
-import { alertAggregate } from './alert.js';
-import { alertsCommandHandlers } from './commands.js';
+import { alertsCommandHandlers, raisedForIn } from './commands.js';
 import { emailsOf } from './emails.js';
 import { ALERTS_EVENTS } from './events.js';
 import { createAlertIntake } from './intake.js';
@@ -97,7 +95,7 @@ export function createAlertsService(opts: AlertsServiceOptions): AlertsService {
       return r === null ? null : { id: userId, revision: r.user.revision, value: r.user };
     },
   });
-  const alerts = createAggregateRepository({ store, aggregate: alertAggregate, log });
+  const queries = createAlertQueries(redis, { replicaPrefix: USERS_REPLICAS });
   const processor = createCommandProcessor({
     nats,
     names,
@@ -105,7 +103,14 @@ export function createAlertsService(opts: AlertsServiceOptions): AlertsService {
     results: runtime.results,
     snapshots,
     log,
-    handlers: alertsCommandHandlers,
+    handlers: alertsCommandHandlers({
+      async raisedFor(alertId) {
+        // The inbox says which event raised the alert (Redis: the alert the caller was shown);
+        // that event says for whom.
+        const raised = await queries.raised(alertId);
+        return raised === undefined ? null : raisedForIn(await store.at(raised.position), alertId);
+      },
+    }),
   });
   const inbox = createRedisProjection(inboxProjection, redis);
   const inboxRunner = createProjectionRunner({
@@ -128,7 +133,7 @@ export function createAlertsService(opts: AlertsServiceOptions): AlertsService {
     async routes(app) {
       await alertsRoutes(app, {
         sender,
-        queries: createAlertQueries(redis, { replicaPrefix: USERS_REPLICAS }),
+        queries,
         users,
         async nicknames(ids) {
           const found = await users.getMany(ids);
@@ -154,8 +159,8 @@ export function createAlertsService(opts: AlertsServiceOptions): AlertsService {
           name,
           stream,
           events,
+          store,
           checkpoints,
-          alerts,
           // A user's first alert fetches their replica (for their nickname).
           recipient: (userId) => users.get(userId),
         });

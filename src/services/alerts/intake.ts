@@ -1,7 +1,7 @@
 import type { KV } from '@nats-io/kv';
 import type { Logger } from 'pino';
 import type { TSchema } from 'typebox';
-import { v5 as uuidv5 } from 'uuid';
+import { parse as parseUuid, v4 as uuidv4, v5 as uuidv5 } from 'uuid';
 import { AuthUserBannedNotification } from '../../../schemas/auth.js';
 import {
   ContentPostRepliedNotification,
@@ -9,16 +9,17 @@ import {
   ContentThreadRepliedNotification,
 } from '../../../schemas/content.js';
 import type { MessageDefinition } from '../../../schemas/message.js';
+import { compileValidator } from '../../../schemas/message.js';
+import { ConcurrencyError, InvalidMessageError } from '../../eventstore/errors.js';
 import type { Leases } from '../../eventstore/leases.js';
 import type { Nats } from '../../eventstore/nats.js';
-import type { AggregateRepository } from '../../eventstore/repository.js';
-import type { StoredEvent } from '../../eventstore/store.js';
+import type { EventStore, StoredEvent } from '../../eventstore/store.js';
 import type { ServiceNames } from '../../eventstore/streams.js';
 import { createProjectionRunner, type ProjectionRunner } from '../../projections/runner.js';
-import type { AlertCommand, AlertState } from './alert.js';
-import type { AlertContent } from './events.js';
+import { alertBytesBound, AlertsRaised, MAX_ALERTS_PER_EVENT, MAX_EVENT_BYTES, RaisedAlert, type AlertContent } from './events.js';
 
-const NAMESPACE = '3f6b2a7c-8d1e-4b5a-9c0f-2e4d6a8b1c3e';
+// Parsed once, and names given as bytes: uuid's own string handling is most of a v5's cost.
+const NAMESPACE = parseUuid('3f6b2a7c-8d1e-4b5a-9c0f-2e4d6a8b1c3e');
 
 /** The alert a notification gives: for whom, and what it says; null when it concerns nobody. */
 export function alertOf(e: StoredEvent): { userId: string; content: AlertContent } | null {
@@ -67,53 +68,126 @@ export function alertOf(e: StoredEvent): { userId: string; content: AlertContent
  * twice thus raises one alert.
  */
 export function alertIdOf(e: StoredEvent, stream: string, userId: string): string {
-  return uuidv5(`${userId}:${e.meta.causationId ?? `${stream}:${e.position}`}`, NAMESPACE);
+  return uuidv5(Buffer.from(`${userId}:${e.meta.causationId ?? `${stream}:${e.position}`}`), NAMESPACE);
+}
+
+/** The aggregate whose events are the alerts raised by one notifications consumer (its id: the consumer's name). */
+export const INTAKE_AGGREGATE = 'intake';
+
+/** Where an intake stands: the revision of its aggregate, and the last notification it covers. */
+export interface IntakePosition {
+  readonly revision: number;
+  readonly upTo: number;
 }
 
 /**
- * Turns one notifications stream into alerts: a durable consumer (one instance at a time) whose
- * batches raise their alerts on the `alert` aggregate, then store the checkpoint (KV). Raising is
- * idempotent (the alert's id comes from the notification), so a batch applied again after a
- * crash raises nothing twice. Invalid notifications are parked; anything else (auth unreachable
- * for a first-sight lookup, NATS down) is an outage, retried.
+ * An intake's position, from the last event of its aggregate (one direct get). `legacy` is the
+ * checkpoint an earlier version kept in KV, used until the intake's first event.
+ */
+export async function intakePosition(store: EventStore, name: string, legacy?: () => Promise<number>): Promise<IntakePosition> {
+  const last = await store.last(INTAKE_AGGREGATE, name);
+  if (last === undefined) return { revision: 0, upTo: legacy === undefined ? 0 : await legacy() };
+  if (last.type !== AlertsRaised.type || !AlertsRaised.validator.check(last.data)) {
+    // Only this code appends there: anything else is a stream edited by hand, not to be guessed at.
+    throw new Error(`${last.subject} ends with an event that is not a valid ${AlertsRaised.type} (position ${last.position})`);
+  }
+  return { revision: last.position, upTo: last.data.upTo };
+}
+
+const raisedAlert = compileValidator(RaisedAlert);
+
+/**
+ * Turns one notifications stream into alerts: a durable consumer (one instance at a time, a
+ * lease) whose batches become `AlertsAlertsRaised` events on the intake's own aggregate
+ * (`alerts.events.intake.<name>`), each carrying up to {@link MAX_ALERTS_PER_EVENT} alerts (and
+ * {@link MAX_EVENT_BYTES}) and the position of the last notification it covers. That position is the intake's checkpoint, so
+ * alerts and checkpoint are one append: a batch is raised once or not at all. Each append expects
+ * the aggregate's last revision, so an instance that lost its lease without knowing cannot
+ * append behind the one that took over: its append is refused, it reads where the intake stands
+ * and goes on after that.
  *
- * A raise is the first event of its alert, so it is appended directly with expected revision 0
- * rather than through the repository (no read of the aggregate's last revision, no lock, no cache
- * entry for an aggregate touched once): the stream refuses the append if the alert has any event
- * already, and that refusal (a ConcurrencyError) means the alert was raised before, which is what
- * the decider would have answered (`raise` on a raised alert changes nothing). Marking read still
- * goes through the decider (the command processor).
+ * One append per batch instead of one per alert is what makes the intake cheap: an acknowledged
+ * append costs several times a delivery, and the inbox projection and the email relay then read
+ * one event per batch too.
+ *
+ * An alert's id derives from the notification's own id (its `Causation-Id`, shared by a
+ * republished copy) and its recipient: a notification delivered twice within a batch raises one
+ * alert, and one delivered again later (a relay republishing after a crash) is raised again with
+ * the same id, which the inbox and the email relay take as the same alert (see docs/alerts.md).
+ * Invalid notifications are parked; anything else (auth unreachable for a first-sight lookup,
+ * NATS down) is an outage, retried.
  */
 export function createAlertIntake(opts: {
   nats: Nats;
   names: ServiceNames;
+  store: EventStore;
   leases: Leases;
   instanceId: string;
   log: Logger;
   name: string;
   stream: string;
   events: readonly MessageDefinition<TSchema>[];
+  /** Where the service's earlier version kept the intake's checkpoint (`intake.<name>`), read until its first event. */
   checkpoints: KV;
-  alerts: AggregateRepository<AlertCommand, AlertState>;
-  /** Called with each recipient before its alert is raised (first sight: the replica is fetched). */
+  /** Called with each recipient before its alerts are raised (first sight: the replica is fetched). */
   recipient(userId: string): Promise<unknown>;
 }): ProjectionRunner {
-  const key = `intake.${opts.name}`;
+  const { store, name } = opts;
+  const legacyKey = `intake.${name}`;
+  const legacy = async () => {
+    const e = await opts.checkpoints.get(legacyKey);
+    return e === null || e.operation !== 'PUT' ? 0 : Number(e.string()) || 0;
+  };
+  // Where this instance's last append left the intake; read again after a refusal or a failure.
+  let position: IntakePosition | undefined;
+  const read = async () => (position = await intakePosition(store, name, legacy));
 
-  /**
-   * Raises the alert on its aggregate. An alert this instance has not seen is decided on as new,
-   * so raising costs one append (the repository's shortcut); one that exists refuses it and the
-   * decider makes it a no-op.
-   */
-  async function raise(alertId: string, userId: string, content: AlertContent, e: StoredEvent): Promise<void> {
-    await opts.alerts.execute(
-      alertId,
-      { type: 'raise', alertId, userId, content, at: e.time },
-      {
-        commandId: uuidv5(`raise:${alertId}`, NAMESPACE),
-        trace: { correlationId: e.meta.correlationId, traceparent: e.meta.traceparent },
-      },
-    );
+  /** Appends the alerts of `events` (newest last) and moves the intake to `upTo`; answers where it stands then. */
+  async function raise(events: readonly StoredEvent[], upTo: number, from: IntakePosition): Promise<IntakePosition> {
+    const seen = new Set<string>();
+    const raised: { alert: RaisedAlert; position: number }[] = [];
+    const recipients = new Map<string, Promise<unknown>>();
+    for (const e of events) {
+      const a = alertOf(e);
+      if (a === null) continue;
+      const alertId = alertIdOf(e, opts.stream, a.userId);
+      if (seen.has(alertId)) continue;
+      seen.add(alertId);
+      const alert = { alertId, userId: a.userId, content: a.content, at: e.time.toISOString() };
+      if (!raisedAlert.check(alert)) {
+        throw new InvalidMessageError(`${e.type} at ${e.position} gives an invalid alert`, raisedAlert.issues(alert));
+      }
+      raised.push({ alert, position: e.position });
+      // A recipient's replica is looked up once per batch, however many alerts it has.
+      if (!recipients.has(a.userId)) recipients.set(a.userId, opts.recipient(a.userId));
+    }
+    await Promise.all(recipients.values());
+    let at = from;
+    const correlationId = uuidv4();
+    // Events of at most MAX_ALERTS_PER_EVENT alerts and MAX_EVENT_BYTES, each covering the
+    // notifications up to its last alert's (the last one: the whole batch); a batch without
+    // alerts still moves the checkpoint.
+    let i = 0;
+    do {
+      let end = i;
+      for (let bytes = 0; end < raised.length && end - i < MAX_ALERTS_PER_EVENT; end++) {
+        bytes += alertBytesBound(raised[end]!.alert);
+        if (bytes > MAX_EVENT_BYTES && end > i) break;
+      }
+      const chunk = raised.slice(i, end);
+      const chunkUpTo = end >= raised.length ? upTo : raised[end - 1]!.position;
+      const { position: revision } = await store.append({
+        aggregate: INTAKE_AGGREGATE,
+        id: name,
+        event: { type: AlertsRaised.type, version: AlertsRaised.version, data: { upTo: chunkUpTo, alerts: chunk.map((r) => r.alert) } },
+        expectedRevision: at.revision,
+        trace: { correlationId, causationId: `${opts.stream}:${chunkUpTo}` },
+      });
+      at = { revision, upTo: chunkUpTo };
+      position = at;
+      i = end;
+    } while (i < raised.length);
+    return at;
   }
 
   return createProjectionRunner({
@@ -123,7 +197,7 @@ export function createAlertIntake(opts: {
     instanceId: opts.instanceId,
     log: opts.log,
     source: {
-      name: opts.name,
+      name,
       description: `alerts: raises alerts from ${opts.stream}.`,
       stream: opts.stream,
       events: opts.events,
@@ -132,30 +206,27 @@ export function createAlertIntake(opts: {
       watchCheckpoint: false,
       parkOnlyInvalid: true,
       async checkpoint() {
-        const e = await opts.checkpoints.get(key);
-        return e === null || e.operation !== 'PUT' ? 0 : Number(e.string()) || 0;
+        return (await read()).upTo;
       },
       async apply(events, upTo) {
-        // A recipient's replica is looked up once per batch, however many of its alerts it has.
-        const recipients = new Map<string, Promise<unknown>>();
-        const recipient = (userId: string) => {
-          let p = recipients.get(userId);
-          if (p === undefined) {
-            p = opts.recipient(userId);
-            recipients.set(userId, p);
+        let at = position ?? (await read());
+        for (;;) {
+          // Covered already: by this instance before a redelivery, or by another one.
+          if (upTo <= at.upTo) return;
+          try {
+            await raise(
+              events.filter((e) => e.position > at.upTo),
+              upTo,
+              at,
+            );
+            return;
+          } catch (err) {
+            position = undefined;
+            if (!(err instanceof ConcurrencyError)) throw err;
+            // Another instance appended: go on after what it covers.
+            at = await read();
           }
-          return p;
-        };
-        // Alerts are aggregates of their own: a batch raises them side by side.
-        await Promise.all(
-          events.map(async (e) => {
-            const a = alertOf(e);
-            if (a === null) return;
-            await recipient(a.userId);
-            await raise(alertIdOf(e, opts.stream, a.userId), a.userId, a.content, e);
-          }),
-        );
-        await opts.checkpoints.put(key, String(upTo));
+        }
       },
       async healthy() {
         try {

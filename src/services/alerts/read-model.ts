@@ -1,15 +1,19 @@
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { UserProfile } from '../../../schemas/auth.js';
-import type { AlertEvent, InboxEvent } from './events.js';
-import { ALERTS_EVENTS } from './events.js';
+import { ALERTS_EVENTS, MAX_ALERTS_PER_EVENT, type AlertEvent, type InboxEvent, type IntakeEvent } from './events.js';
 import { queuedScript, type RedisProjectionDefinition } from '../../projections/redis.js';
 
 /**
  * Alerts in alerts' Redis, a projection of ALERTS_EVENTS (so a flushed Redis comes back from the
  * stream, read states included). Keys, under `alerts-inbox:`:
- * - `alert:<id>`: a hash (user, content as JSON, raised time, position, read flag);
- * - `list:<user>` and `unread:<user>`: sorted sets of alert ids by position (newest last);
+ * - `alert:<id>`: a hash (user, content as JSON, raised time, position of the event that raised
+ *   it, read flag);
+ * - `list:<user>` and `unread:<user>`: sorted sets of alert ids, newest last. An alert's score is
+ *   its event's position plus its index in that event over 1024 (an event holds at most
+ *   {@link MAX_ALERTS_PER_EVENT}): positions order events, indexes the alerts of one event. The
+ *   score is the page cursor. Alerts raised one per event by the earlier version score their
+ *   position, so they sort among the others.
  * The writes of one event are one script, so they apply whole, in order, inside the batch's
  * MULTI. (The scripts touch keys they compute: a single Redis, not a cluster.)
  */
@@ -18,14 +22,32 @@ const alertKey = (id: string) => `${PREFIX}:alert:${id}`;
 const listKey = (userId: string) => `${PREFIX}:list:${userId}`;
 const unreadKey = (userId: string) => `${PREFIX}:unread:${userId}`;
 
-// KEYS: alert, list, unread. ARGV: id, user, content, raisedAt ms, position.
-const RAISE = `
-redis.call('HSET', KEYS[1], 'id', ARGV[1], 'userId', ARGV[2], 'content', ARGV[3], 'raisedAt', ARGV[4], 'position', ARGV[5], 'read', '0')
-redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
-redis.call('ZADD', KEYS[3], ARGV[5], ARGV[1])
-return 1`;
+/** The fraction of a score that orders the alerts of one event. */
+const INDEX_STEP = 1 / 1024;
+if (MAX_ALERTS_PER_EVENT >= 1024) throw new Error('MAX_ALERTS_PER_EVENT must stay below 1024: scores would overlap');
 
-// KEYS: unread. ARGV: up to (position), alert key prefix.
+/** The sort key (and cursor) of the `index`th alert of the event at `position`. */
+export const scoreOf = (position: number, index: number) => position + index * INDEX_STEP;
+
+// ARGV: key prefix (`alerts-inbox:`), the event's position, then per alert: id, user, content,
+// raised time (ms), score. An alert that exists already (raised again from a notification
+// delivered again) is left as it is, read state included.
+const RAISE = `
+local p = ARGV[1]
+local n = 0
+for i = 3, #ARGV, 5 do
+  local id, user = ARGV[i], ARGV[i + 1]
+  local key = p .. 'alert:' .. id
+  if redis.call('EXISTS', key) == 0 then
+    redis.call('HSET', key, 'id', id, 'userId', user, 'content', ARGV[i + 2], 'raisedAt', ARGV[i + 3], 'position', ARGV[2], 'read', '0')
+    redis.call('ZADD', p .. 'list:' .. user, ARGV[i + 4], id)
+    redis.call('ZADD', p .. 'unread:' .. user, ARGV[i + 4], id)
+    n = n + 1
+  end
+end
+return n`;
+
+// KEYS: unread. ARGV: the first score above what is read (exclusive, `(<score>`), alert key prefix.
 const READ_ALL = `
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])) do
   redis.call('HSET', ARGV[2] .. id, 'read', '1')
@@ -41,15 +63,20 @@ export const inboxProjection: RedisProjectionDefinition = {
   events: ALERTS_EVENTS,
   apply(tx, events) {
     for (const stored of events) {
-      const event = { type: stored.type, data: stored.data } as AlertEvent | InboxEvent;
+      const event = { type: stored.type, data: stored.data } as AlertEvent | InboxEvent | IntakeEvent;
       switch (event.type) {
+        case 'AlertsAlertsRaised': {
+          const args = [`${PREFIX}:`, String(stored.position)];
+          for (const [i, a] of event.data.alerts.entries()) {
+            args.push(a.alertId, a.userId, JSON.stringify(a.content), String(Date.parse(a.at)), String(scoreOf(stored.position, i)));
+          }
+          if (event.data.alerts.length > 0) raise(tx, [], args);
+          break;
+        }
         case 'AlertsAlertRaised': {
           const d = event.data;
-          raise(
-            tx,
-            [alertKey(d.alertId), listKey(d.userId), unreadKey(d.userId)],
-            [d.alertId, d.userId, JSON.stringify(d.content), String(Date.parse(d.at)), String(stored.position)],
-          );
+          const position = String(stored.position);
+          raise(tx, [], [`${PREFIX}:`, position, d.alertId, d.userId, JSON.stringify(d.content), String(Date.parse(d.at)), position]);
           break;
         }
         case 'AlertsAlertRead':
@@ -57,7 +84,8 @@ export const inboxProjection: RedisProjectionDefinition = {
           tx.zrem(unreadKey(event.data.userId), event.data.alertId);
           break;
         case 'AlertsAllAlertsRead':
-          readAll(tx, [unreadKey(event.data.userId)], [String(event.data.upTo), `${PREFIX}:alert:`]);
+          // Every alert of the events up to `upTo`, whatever its index.
+          readAll(tx, [unreadKey(event.data.userId)], [`(${event.data.upTo + 1}`, `${PREFIX}:alert:`]);
           break;
         default:
           break;
@@ -67,12 +95,12 @@ export const inboxProjection: RedisProjectionDefinition = {
 };
 
 // A page of a user's alerts in one round trip. KEYS: the sorted set (all or unread). ARGV: the
-// highest position (`+inf` or `(<cursor>`), how many entries to read (the page's size plus one,
+// highest score (`+inf` or `(<cursor>`), how many entries to read (the page's size plus one,
 // which tells whether there is a next page), the prefix of alert keys, the prefix of the users'
 // replica keys, the user's id. Answers three things. For each entry of the page: id, user,
-// content, raised time and read flag of its hash, its position, whether the content is a JSON
+// content, raised time and read flag of its hash, its score, whether the content is a JSON
 // object (so it can be passed on as it is), the actor's id and nickname as stored, and the
-// actor's replica (nil when there is none). Then the position of the entry after the page, if
+// actor's replica (nil when there is none). Then the score of the entry after the page, if
 // there is one. Then the user's own replica (the caller's check). Reads only.
 const PAGE = `
 local entries = redis.call('ZREVRANGEBYSCORE', KEYS[1], ARGV[1], '-inf', 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[2]))
@@ -128,7 +156,7 @@ type PageRow = [
   replica: string | null,
 ];
 
-/** Reads of a user's alerts: newest first, `limit` at a time before a cursor (a position). */
+/** Reads of a user's alerts: newest first, `limit` at a time before a cursor (a score). */
 export function createAlertQueries(redis: Redis, opts: { readonly replicaPrefix: string }) {
   const pageSha = createHash('sha1').update(PAGE).digest('hex');
   const replicaPrefix = `${opts.replicaPrefix}:`;
@@ -207,10 +235,15 @@ export function createAlertQueries(redis: Redis, opts: { readonly replicaPrefix:
       };
     },
     unreadCount: (userId: string) => redis.zcard(unreadKey(userId)),
-    /** The position of the user's newest alert, 0 when none. */
+    /** The position of the event that raised the user's newest alert, 0 when none. */
     async newest(userId: string): Promise<number> {
       const top = await redis.zrevrange(listKey(userId), 0, 0, 'WITHSCORES');
-      return top.length === 2 ? Number(top[1]) : 0;
+      return top.length === 2 ? Math.floor(Number(top[1])) : 0;
+    },
+    /** Who an alert was raised for, and the position of the event that raised it; undefined when Redis has no such alert. */
+    async raised(alertId: string): Promise<{ userId: string; position: number } | undefined> {
+      const [userId, position] = await redis.hmget(alertKey(alertId), 'userId', 'position');
+      return userId == null || position == null ? undefined : { userId, position: Number(position) };
     },
   };
 }

@@ -28,7 +28,8 @@ export interface AlertsRoutesDeps {
 const object = strictObject;
 const ListQuery = object({
   unread: Type.Optional(Type.Boolean()),
-  cursor: Type.Optional(Type.String({ pattern: '^[0-9]{1,15}$' })),
+  // A score: an event's position, and the alert's index in it as a fraction (see read-model.ts).
+  cursor: Type.Optional(Type.String({ pattern: '^[0-9]{1,15}(\\.[0-9]{1,12})?$' })),
   limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100 })),
 });
 
