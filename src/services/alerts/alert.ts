@@ -25,7 +25,10 @@ export const alertDecider: Decider<AlertCommand, AlertEvent, AlertState> = {
         const owner = state.raisedFor ?? command.raisedFor;
         if (owner !== command.userId) throw alertErrors.notFound(command.alertId);
         if (state.read) return null;
-        return { type: 'AlertsAlertRead', data: { alertId: command.alertId, userId: command.userId, at: command.at.toISOString() } };
+        return {
+          type: 'AlertsAlertRead',
+          data: { alertId: command.alertId, userId: command.userId, at: command.at.toISOString() },
+        };
       }
       default:
         return assertNever(command.type);

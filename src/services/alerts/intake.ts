@@ -15,8 +15,15 @@ import type { Leases } from '../../eventstore/leases.js';
 import type { Nats } from '../../eventstore/nats.js';
 import type { EventStore, StoredEvent } from '../../eventstore/store.js';
 import type { ServiceNames } from '../../eventstore/streams.js';
-import { createProjectionRunner, type ProjectionRunner } from '../../projections/runner.js';
-import { alertBytesBound, AlertsRaised, MAX_ALERTS_PER_EVENT, MAX_EVENT_BYTES, RaisedAlert, type AlertContent } from './events.js';
+import { createProjectionRunner, PartiallyAppliedError, type ProjectionRunner } from '../../projections/runner.js';
+import {
+  alertBytesBound,
+  AlertsRaised,
+  MAX_ALERTS_PER_EVENT,
+  MAX_EVENT_BYTES,
+  RaisedAlert,
+  type AlertContent,
+} from './events.js';
 
 // Parsed once, and names given as bytes: uuid's own string handling is most of a v5's cost.
 const NAMESPACE = parseUuid('3f6b2a7c-8d1e-4b5a-9c0f-2e4d6a8b1c3e');
@@ -142,10 +149,15 @@ export function createAlertIntake(opts: {
   let position: IntakePosition | undefined;
   const read = async () => (position = await intakePosition(store, name, legacy));
 
-  /** Appends the alerts of `events` (newest last) and moves the intake to `upTo`; answers where it stands then. */
+  /**
+   * Appends the alerts of `events` (newest last) and moves the intake to `upTo`; answers where it
+   * stands then. A notification whose alert is invalid (a ban's reason longer than an alert
+   * takes) is left out, and reported once the rest is stored.
+   */
   async function raise(events: readonly StoredEvent[], upTo: number, from: IntakePosition): Promise<IntakePosition> {
     const seen = new Set<string>();
     const raised: { alert: RaisedAlert; position: number }[] = [];
+    const invalid: { event: StoredEvent; error: InvalidMessageError }[] = [];
     const recipients = new Map<string, Promise<unknown>>();
     for (const e of events) {
       const a = alertOf(e);
@@ -155,7 +167,8 @@ export function createAlertIntake(opts: {
       seen.add(alertId);
       const alert = { alertId, userId: a.userId, content: a.content, at: e.time.toISOString() };
       if (!raisedAlert.check(alert)) {
-        throw new InvalidMessageError(`${e.type} at ${e.position} gives an invalid alert`, raisedAlert.issues(alert));
+        invalid.push({ event: e, error: new InvalidMessageError(`${e.type} gives an invalid alert`, raisedAlert.issues(alert)) });
+        continue;
       }
       raised.push({ alert, position: e.position });
       // A recipient's replica is looked up once per batch, however many alerts it has.
@@ -179,7 +192,11 @@ export function createAlertIntake(opts: {
       const { position: revision } = await store.append({
         aggregate: INTAKE_AGGREGATE,
         id: name,
-        event: { type: AlertsRaised.type, version: AlertsRaised.version, data: { upTo: chunkUpTo, alerts: chunk.map((r) => r.alert) } },
+        event: {
+          type: AlertsRaised.type,
+          version: AlertsRaised.version,
+          data: { upTo: chunkUpTo, alerts: chunk.map((r) => r.alert) },
+        },
         expectedRevision: at.revision,
         trace: { correlationId, causationId: `${opts.stream}:${chunkUpTo}` },
       });
@@ -187,6 +204,13 @@ export function createAlertIntake(opts: {
       position = at;
       i = end;
     } while (i < raised.length);
+    // Parked by the runner (the batch is stored, checkpoint included): the batch is not applied
+    // again one notification at a time, which would give one event each.
+    if (invalid.length > 0)
+      throw new PartiallyAppliedError(
+        invalid.map((x) => x.event),
+        { cause: invalid[0]!.error },
+      );
     return at;
   }
 
@@ -205,8 +229,13 @@ export function createAlertIntake(opts: {
     target: {
       watchCheckpoint: false,
       parkOnlyInvalid: true,
+      async prepare() {
+        // The lease was (re)gained: another instance may have appended meanwhile.
+        position = undefined;
+      },
       async checkpoint() {
-        return (await read()).upTo;
+        // Not kept: this is also read for metrics while batches are applied.
+        return (await intakePosition(store, name, legacy)).upTo;
       },
       async apply(events, upTo) {
         let at = position ?? (await read());
@@ -221,6 +250,7 @@ export function createAlertIntake(opts: {
             );
             return;
           } catch (err) {
+            if (err instanceof PartiallyAppliedError) throw err; // stored; its invalid ones are parked
             position = undefined;
             if (!(err instanceof ConcurrencyError)) throw err;
             // Another instance appended: go on after what it covers.

@@ -68,7 +68,13 @@ export const inboxProjection: RedisProjectionDefinition = {
         case 'AlertsAlertsRaised': {
           const args = [`${PREFIX}:`, String(stored.position)];
           for (const [i, a] of event.data.alerts.entries()) {
-            args.push(a.alertId, a.userId, JSON.stringify(a.content), String(Date.parse(a.at)), String(scoreOf(stored.position, i)));
+            args.push(
+              a.alertId,
+              a.userId,
+              JSON.stringify(a.content),
+              String(Date.parse(a.at)),
+              String(scoreOf(stored.position, i)),
+            );
           }
           if (event.data.alerts.length > 0) raise(tx, [], args);
           break;
@@ -76,7 +82,11 @@ export const inboxProjection: RedisProjectionDefinition = {
         case 'AlertsAlertRaised': {
           const d = event.data;
           const position = String(stored.position);
-          raise(tx, [], [`${PREFIX}:`, position, d.alertId, d.userId, JSON.stringify(d.content), String(Date.parse(d.at)), position]);
+          raise(
+            tx,
+            [],
+            [`${PREFIX}:`, position, d.alertId, d.userId, JSON.stringify(d.content), String(Date.parse(d.at)), position],
+          );
           break;
         }
         case 'AlertsAlertRead':
