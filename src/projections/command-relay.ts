@@ -1,9 +1,9 @@
 import type { KV } from '@nats-io/kv';
 import type { Logger } from 'pino';
 import type { TSchema } from 'typebox';
-import { v5 as uuidv5 } from 'uuid';
 import type { MessageDefinition } from '../../schemas/message.js';
 import { InvalidMessageError } from '../eventstore/errors.js';
+import { nameUuid, namespaceOf } from '../eventstore/ids.js';
 import { encodeHeaders } from '../eventstore/headers.js';
 import type { Leases } from '../eventstore/leases.js';
 import type { Nats } from '../eventstore/nats.js';
@@ -12,6 +12,8 @@ import { serviceNames, type ServiceNames } from '../eventstore/streams.js';
 import { createProjectionRunner, type ProjectionRunner } from './runner.js';
 import { SourceSequenceHeader } from './relay.js';
 import { inSpan, messageAttributes } from '../observability/tracing.js';
+
+const COMMAND_NAMESPACE = namespaceOf('9a3e1c52-1f0e-4c55-8d0b-1d8f1f0c7a11');
 
 /** A command to send for an event. */
 export interface RelayedCommand {
@@ -89,7 +91,7 @@ export function createCommandRelay(opts: CommandRelayOptions): ProjectionRunner 
               throw new InvalidMessageError(`relay made an invalid ${def.type} from ${e.type}`, def.validator.issues(c.data));
             }
             const source = `${opts.stream ?? names.eventsStream}:${e.position}`;
-            const commandId = uuidv5(c.key ?? `${source}:${i}`, '9a3e1c52-1f0e-4c55-8d0b-1d8f1f0c7a11');
+            const commandId = nameUuid(c.key ?? `${source}:${i}`, COMMAND_NAMESPACE);
             const target = serviceNames(def.subject.split('.')[0] ?? '');
             const subject = def.subject;
             await inSpan(

@@ -1,7 +1,7 @@
 import type { KV } from '@nats-io/kv';
 import type { Logger } from 'pino';
 import type { TSchema } from 'typebox';
-import { parse as parseUuid, v4 as uuidv4, v5 as uuidv5 } from 'uuid';
+import { v4 as uuidv4 } from 'uuid';
 import { AuthUserBannedNotification } from '../../../schemas/auth.js';
 import {
   ContentPostRepliedNotification,
@@ -11,6 +11,7 @@ import {
 import type { MessageDefinition } from '../../../schemas/message.js';
 import { compileValidator } from '../../../schemas/message.js';
 import { ConcurrencyError, InvalidMessageError } from '../../eventstore/errors.js';
+import { nameUuid, namespaceOf } from '../../eventstore/ids.js';
 import type { Leases } from '../../eventstore/leases.js';
 import type { Nats } from '../../eventstore/nats.js';
 import type { EventStore, StoredEvent } from '../../eventstore/store.js';
@@ -25,8 +26,7 @@ import {
   type AlertContent,
 } from './events.js';
 
-// Parsed once, and names given as bytes: uuid's own string handling is most of a v5's cost.
-const NAMESPACE = parseUuid('3f6b2a7c-8d1e-4b5a-9c0f-2e4d6a8b1c3e');
+const NAMESPACE = namespaceOf('3f6b2a7c-8d1e-4b5a-9c0f-2e4d6a8b1c3e');
 
 /** The alert a notification gives: for whom, and what it says; null when it concerns nobody. */
 export function alertOf(e: StoredEvent): { userId: string; content: AlertContent } | null {
@@ -75,7 +75,7 @@ export function alertOf(e: StoredEvent): { userId: string; content: AlertContent
  * twice thus raises one alert.
  */
 export function alertIdOf(e: StoredEvent, stream: string, userId: string): string {
-  return uuidv5(Buffer.from(`${userId}:${e.meta.causationId ?? `${stream}:${e.position}`}`), NAMESPACE);
+  return nameUuid(`${userId}:${e.meta.causationId ?? `${stream}:${e.position}`}`, NAMESPACE);
 }
 
 /** The aggregate whose events are the alerts raised by one notifications consumer (its id: the consumer's name). */
