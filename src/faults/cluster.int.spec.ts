@@ -196,16 +196,14 @@ describe('a 3-node NATS cluster', () => {
       expect(info.config.num_replicas, name).toBe(3);
       expect(info.cluster?.replicas?.length, name).toBe(2);
     }
-    const consumers = await durableConsumers();
-    // The command handlers, mailing's senders, the relays and the projections at least.
-    expect(consumers.map((c) => c.name)).toEqual(
-      expect.arrayContaining([
-        'content-command-handlers',
-        'mailing-email-senders',
-        'content-notification-relay',
-        'alerts-from-content',
-      ]),
-    );
+    // The command handlers, mailing's senders, the relays and the projections at least. A consumer
+    // of another service's stream comes once that service has made it (its reader waits, 5 s at
+    // a time), so this is waited for.
+    const wanted = ['content-command-handlers', 'mailing-email-senders', 'content-notification-relay', 'alerts-from-content'];
+    const consumers = await eventually('the durable consumers', async () => {
+      const all = await durableConsumers();
+      return wanted.every((w) => all.some((c) => c.name === w)) ? all : undefined;
+    });
     expect(consumers.filter((c) => c.replicas !== 3)).toEqual([]);
   });
 

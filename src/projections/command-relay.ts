@@ -25,6 +25,11 @@ export interface RelayedCommand {
    * command made again from another event gets the same id.
    */
   readonly key?: string;
+  /**
+   * The conversation the command belongs to, when not its source event's: an event that gathers
+   * several (a batch of alerts) gives each command the trace of its own cause.
+   */
+  readonly trace?: { readonly correlationId: string; readonly traceparent?: string | undefined };
 }
 
 export interface CommandRelayOptions {
@@ -94,16 +99,17 @@ export function createCommandRelay(opts: CommandRelayOptions): ProjectionRunner 
             const commandId = nameUuid(c.key ?? `${source}:${i}`, COMMAND_NAMESPACE);
             const target = serviceNames(def.subject.split('.')[0] ?? '');
             const subject = def.subject;
+            const trace = c.trace ?? e.meta;
             await inSpan(
               `send ${subject}`,
               {
                 kind: 'producer',
-                parent: e.meta.traceparent,
+                parent: trace.traceparent,
                 attributes: messageAttributes({
                   service: names.service,
                   destination: subject,
                   messageId: commandId,
-                  correlationId: e.meta.correlationId,
+                  correlationId: trace.correlationId,
                   type: def.type,
                 }),
               },
@@ -115,7 +121,7 @@ export function createCommandRelay(opts: CommandRelayOptions): ProjectionRunner 
                     {
                       type: def.type,
                       version: def.version,
-                      correlationId: e.meta.correlationId,
+                      correlationId: trace.correlationId,
                       causationId: source,
                       traceparent: span.traceparent,
                     },

@@ -280,6 +280,20 @@ describe('emails of alerts', () => {
     });
   });
 
+  it("gives each email of an event of several alerts its own alert's trace, and none of its own to an event of one", async () => {
+    const traced = (id: string, userId: string, content: AlertContent, correlationId: string): RaisedAlert => ({
+      ...alert(id, userId, content),
+      trace: { correlationId, traceparent: `00-${correlationId.replace(/-/g, '')}-0123456789abcdef-01` },
+    });
+    const lockedOne = traced(OTHER_ALERT, OWNER, locked, 'aaaaaaaa-0000-4000-8000-000000000001');
+    const bannedOne = traced(THIRD_ALERT, STRANGER, banned, 'aaaaaaaa-0000-4000-8000-000000000002');
+    const many = await emailsOf(raisedMany([lockedOne, bannedOne]), deps);
+    expect(many.map((c) => c.trace)).toEqual([lockedOne.trace, bannedOne.trace]);
+    // The event of one alert is appended in that alert's conversation: the email follows the event.
+    const one = await emailsOf(raisedMany([lockedOne]), deps);
+    expect(one.map((c) => c.trace)).toEqual([undefined]);
+  });
+
   it('skips a user auth has no address for', async () => {
     const nobody = '9d0e1f2a-3b4c-4d5e-9f6a-7b8c9d0e1f9a';
     const e = raisedMany([alert(ALERT, nobody, locked), alert(OTHER_ALERT, OWNER, banned)]);

@@ -29,7 +29,12 @@ export async function emailsOf(stored: StoredEvent, deps: EmailDeps): Promise<Re
     important.map(async (a) => {
       const email = await emailOf(a, deps);
       // The earlier version's one-alert events keep the ids their commands had (from the event).
-      return email === null ? null : event.type === 'AlertsAlertsRaised' ? { ...email, key: `alert-email:${a.alertId}` } : email;
+      if (email === null || event.type !== 'AlertsAlertsRaised') return email;
+      // An event of one alert is in that alert's conversation already (the intake appends it so),
+      // and the email continues the event's trace; an event of several gives each email the
+      // trace of its own alert's notification.
+      const own = alerts.length > 1 && a.trace !== undefined ? { trace: a.trace } : {};
+      return { ...email, key: `alert-email:${a.alertId}`, ...own };
     }),
   );
   return emails.filter((e) => e !== null);

@@ -64,13 +64,18 @@ export const MAX_ALERTS_PER_EVENT = 1_000;
 export const MAX_EVENT_BYTES = 512 * 1024;
 
 /**
- * More than the bytes an alert takes in an event's JSON: every character of its texts counted
- * as 6 bytes (a JSON `\uXXXX` escape; UTF-8 takes at most 3 per UTF-16 unit), plus its ids,
- * times, field names and punctuation (at most about 420 bytes; 500 are counted).
+ * More than the bytes an alert takes in an event's JSON: every character of its texts (and of
+ * its trace, with 10 for the trace's field names) counted as 6 bytes (a JSON `\uXXXX` escape;
+ * UTF-8 takes at most 3 per UTF-16 unit), plus its ids, times, field names and punctuation (at
+ * most about 420 bytes; 500 are counted).
  */
-export function alertBytesBound(a: { content: AlertContent }): number {
+export function alertBytesBound(a: {
+  content: AlertContent;
+  trace?: { correlationId: string; traceparent?: string | undefined } | undefined;
+}): number {
   const c = a.content;
   let chars = 0;
+  if (a.trace !== undefined) chars += 10 + a.trace.correlationId.length + (a.trace.traceparent?.length ?? 0);
   if ('threadTitle' in c) chars += c.threadTitle.length;
   if ('excerpt' in c) chars += c.excerpt.length;
   if ('reason' in c) chars += c.reason.length;
@@ -78,8 +83,23 @@ export function alertBytesBound(a: { content: AlertContent }): number {
   return 500 + 6 * chars;
 }
 
-/** An alert as raised: for whom, what, when. */
-export const RaisedAlert = object({ alertId: Uuid(), userId: Uuid(), content: AlertContent, at: Timestamp() });
+/**
+ * The conversation an alert belongs to: its notification's correlation id and, when tracing is
+ * on, the trace context its raise continues (the email it gives continues it too).
+ */
+const AlertTrace = object({
+  correlationId: Type.String({ minLength: 1 }),
+  traceparent: Type.Optional(Type.String()),
+});
+
+/** An alert as raised: for whom, what, when, and in which conversation. */
+export const RaisedAlert = object({
+  alertId: Uuid(),
+  userId: Uuid(),
+  content: AlertContent,
+  at: Timestamp(),
+  trace: Type.Optional(AlertTrace),
+});
 export type RaisedAlert = Static<typeof RaisedAlert>;
 
 export const AlertsRaised = defineMessage({

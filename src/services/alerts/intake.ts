@@ -165,7 +165,11 @@ export function createAlertIntake(opts: {
       const alertId = alertIdOf(e, opts.stream, a.userId);
       if (seen.has(alertId)) continue;
       seen.add(alertId);
-      const alert = { alertId, userId: a.userId, content: a.content, at: e.time.toISOString() };
+      const trace =
+        e.meta.traceparent === undefined
+          ? { correlationId: e.meta.correlationId }
+          : { correlationId: e.meta.correlationId, traceparent: e.meta.traceparent };
+      const alert: RaisedAlert = { alertId, userId: a.userId, content: a.content, at: e.time.toISOString(), trace };
       if (!raisedAlert.check(alert)) {
         invalid.push({ event: e, error: new InvalidMessageError(`${e.type} gives an invalid alert`, raisedAlert.issues(alert)) });
         continue;
@@ -176,12 +180,16 @@ export function createAlertIntake(opts: {
     }
     await Promise.all(recipients.values());
     let at = from;
-    const correlationId = uuidv4();
+    // A batch without alerts (all of it parked, say) appends nothing: the next event's `upTo`
+    // covers it. Until then a restart delivers it again, which raises nothing again (its
+    // dead letters are stored once: their ids are the messages' positions).
+    if (raised.length === 0) {
+      at = { revision: from.revision, upTo };
+      position = at;
+    }
     // Events of at most MAX_ALERTS_PER_EVENT alerts and MAX_EVENT_BYTES, each covering the
-    // notifications up to its last alert's (the last one: the whole batch); a batch without
-    // alerts still moves the checkpoint.
-    let i = 0;
-    do {
+    // notifications up to its last alert's (the last one: the whole batch).
+    for (let i = 0; i < raised.length;) {
       let end = i;
       for (let bytes = 0; end < raised.length && end - i < MAX_ALERTS_PER_EVENT; end++) {
         bytes += alertBytesBound(raised[end]!.alert);
@@ -189,6 +197,9 @@ export function createAlertIntake(opts: {
       }
       const chunk = raised.slice(i, end);
       const chunkUpTo = end >= raised.length ? upTo : raised[end - 1]!.position;
+      // One alert: the event is in its conversation; several: in one of its own (each alert
+      // keeps its own trace).
+      const only = chunk.length === 1 ? chunk[0]!.alert.trace : undefined;
       const { position: revision } = await store.append({
         aggregate: INTAKE_AGGREGATE,
         id: name,
@@ -198,12 +209,16 @@ export function createAlertIntake(opts: {
           data: { upTo: chunkUpTo, alerts: chunk.map((r) => r.alert) },
         },
         expectedRevision: at.revision,
-        trace: { correlationId, causationId: `${opts.stream}:${chunkUpTo}` },
+        trace: {
+          correlationId: only?.correlationId ?? uuidv4(),
+          causationId: `${opts.stream}:${chunkUpTo}`,
+          traceparent: only?.traceparent,
+        },
       });
       at = { revision, upTo: chunkUpTo };
       position = at;
       i = end;
-    } while (i < raised.length);
+    }
     // Parked by the runner (the batch is stored, checkpoint included): the batch is not applied
     // again one notification at a time, which would give one event each.
     if (invalid.length > 0)
