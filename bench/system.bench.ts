@@ -77,6 +77,7 @@ import {
   startRawBaselineProcess,
   type RawBaselineProcess,
 } from './lib.js';
+import { seededRandom32 } from '../src/testing/random.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 /**
@@ -780,16 +781,7 @@ interface Job {
 }
 
 /** A small fixed-seed generator: every run picks the same sequence of routes, users and threads. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const random = seededRandom32;
 
 const JSON_HEADERS = { 'content-type': 'application/json' };
 

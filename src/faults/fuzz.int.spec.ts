@@ -17,6 +17,7 @@ import * as alertsCommands from '../services/alerts/commands.js';
 import * as authCommands from '../services/auth/commands.js';
 import * as contentCommands from '../services/content/commands.js';
 import { signedInUser, startTestSystem, type TestSystem, type TestUser } from '../testing/system.js';
+import { seededRandom32 } from '../testing/random.js';
 
 /*
  * Malformed and random input against every route and every consumer. HTTP: each route with a
@@ -34,18 +35,9 @@ const SERVICES = ['auth', 'content', 'alerts', 'mailing'] as const;
 const EVENT_STREAMS = ['AUTH_EVENTS', 'CONTENT_EVENTS', 'ALERTS_EVENTS'] as const;
 const ADMIN_EMAIL = `admin-${randomBytes(3).toString('hex')}@forum.test`;
 
-// A small seeded generator (mulberry32): the same seed gives the same cases.
+// A small seeded generator: the same seed gives the same cases.
 type Rng = () => number;
-function rngOf(seed: number): Rng {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
+const rngOf: (seed: number) => Rng = seededRandom32;
 function hashOf(text: string): number {
   let h = 2_166_136_261;
   for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 16_777_619);

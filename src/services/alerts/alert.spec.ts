@@ -7,6 +7,7 @@ import { raisedForIn } from './commands.js';
 import { emailsOf, type Addressee } from './emails.js';
 import { alertBytesBound, MAX_ALERTS_PER_EVENT, RaisedAlert, type AlertContent, type AlertEvent } from './events.js';
 import { scoreOf } from './read-model.js';
+import { seededRandom32 } from '../../testing/random.js';
 
 const spec = deciderSpec(alertDecider);
 
@@ -151,20 +152,8 @@ describe('inbox scores', () => {
   });
 });
 
-/** A small seeded PRNG (mulberry32): the same texts on every run. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
-
 describe('alertBytesBound', () => {
-  const random = prng(20250506);
+  const random = seededRandom32(20250506);
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(random() * xs.length)]!;
   const between = (lo: number, hi: number) => lo + Math.floor(random() * (hi - lo + 1));
   // What JSON escapes (6 or 2 bytes a character), what UTF-8 makes longer (3 bytes, 4 for a
