@@ -10,7 +10,19 @@ import { AlertRaised, AlertsRaised } from './events.js';
 export const MarkAlertRead = defineMessage({
   type: 'AlertsMarkAlertReadCommand',
   subject: 'alerts.commands.mark-alert-read',
-  schema: Type.Object({ alertId: Uuid(), userId: Uuid() }, { additionalProperties: false }),
+  schema: Type.Object(
+    {
+      alertId: Uuid(),
+      userId: Uuid(),
+      /**
+       * The position of the event that raised the alert, as the inbox knows it; the handler reads
+       * that event to learn whom the alert is for. Absent for an alert of the earlier form
+       * (raised on its own aggregate, which says it).
+       */
+      raisedAt: Type.Optional(Type.Integer({ minimum: 1 })),
+    },
+    { additionalProperties: false },
+  ),
 });
 export const MarkAllAlertsRead = defineMessage({
   type: 'AlertsMarkAllAlertsReadCommand',
@@ -31,11 +43,8 @@ export function raisedForIn(e: StoredEvent | undefined, alertId: string): string
 }
 
 export interface AlertsCommandDeps {
-  /**
-   * Who an alert was raised for, from the event that raised it; null when there is no such
-   * alert. (The inbox in Redis says which event that is; the event, not the cache, says for whom.)
-   */
-  raisedFor(alertId: string): Promise<string | null>;
+  /** The event at a position of ALERTS_EVENTS (one direct get). */
+  eventAt(position: number): Promise<StoredEvent | undefined>;
 }
 
 export const alertsCommandHandlers = (deps: AlertsCommandDeps) => [
@@ -47,7 +56,8 @@ export const alertsCommandHandlers = (deps: AlertsCommandDeps) => [
       type: 'mark-read' as const,
       alertId: b.alertId,
       userId: b.userId,
-      raisedFor: await deps.raisedFor(b.alertId),
+      // The event, not the cache that pointed at it, says whom the alert is for.
+      raisedFor: b.raisedAt === undefined ? null : raisedForIn(await deps.eventAt(b.raisedAt), b.alertId),
       at: ctx.receivedAt,
     }),
   }),

@@ -23,7 +23,7 @@ import { createCommandRelay } from '../../projections/command-relay.js';
 import { createRedisProjection } from '../../projections/redis.js';
 import { createReplicaCache } from '../../projections/replicas.js';
 import { createProjectionRunner, type ProjectionRunner } from '../../projections/runner.js';
-import { alertsCommandHandlers, raisedForIn } from './commands.js';
+import { alertsCommandHandlers } from './commands.js';
 import { emailsOf } from './emails.js';
 import { ALERTS_EVENTS } from './events.js';
 import { createAlertIntake } from './intake.js';
@@ -103,14 +103,7 @@ export function createAlertsService(opts: AlertsServiceOptions): AlertsService {
     results: runtime.results,
     snapshots,
     log,
-    handlers: alertsCommandHandlers({
-      async raisedFor(alertId) {
-        // The inbox says which event raised the alert (Redis: the alert the caller was shown);
-        // that event says for whom.
-        const raised = await queries.raised(alertId);
-        return raised === undefined ? null : raisedForIn(await store.at(raised.position), alertId);
-      },
-    }),
+    handlers: alertsCommandHandlers({ eventAt: (position) => store.at(position) }),
   });
   const inbox = createRedisProjection(inboxProjection, redis);
   const inboxRunner = createProjectionRunner({

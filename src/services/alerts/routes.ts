@@ -8,6 +8,7 @@ import { awaitReadModel, correlationIdOf, MinPositionHeader, PositionHeader } fr
 import { registerBearer } from '../../http/bearer.js';
 import { callerOf, type UserSource } from '../../http/caller.js';
 import { CommandDone, CommandPending, CommandStatus, describeRoute, openObject, PageOf } from '../../http/openapi.js';
+import { alertErrors } from './alert.js';
 import { MarkAlertRead, MarkAllAlertsRead } from './commands.js';
 import { AlertContent } from './events.js';
 import type { createAlertQueries } from './read-model.js';
@@ -168,7 +169,7 @@ export async function alertsRoutes(app: FastifyInstance, deps: AlertsRoutesDeps)
           summary: 'Mark one alert as read',
           bearer: true,
           ok: { 200: MarkedRead, 202: CommandPending },
-          errors: [400, 404],
+          errors: [400, 404, 503],
         }),
         params: object({ id: Type.String({ format: 'uuid' }) }),
       },
@@ -176,9 +177,13 @@ export async function alertsRoutes(app: FastifyInstance, deps: AlertsRoutesDeps)
     async (request, reply) => {
       const user = await caller(request);
       const { id } = request.params as { id: string };
-      return send(request, reply, user, () =>
-        deps.sender.send(MarkAlertRead, { alertId: id, userId: user.userId }, options(request, `read:${user.userId}`)),
-      );
+      // Which event raised the alert, from the inbox (a Redis outage answers 503 here, with
+      // nothing sent); the handler reads that event. An alert the inbox does not have for this
+      // user is not found, as the decider would answer.
+      const raised = await deps.queries.raised(id);
+      if (raised === undefined || raised.userId !== user.userId) throw alertErrors.notFound(id);
+      const body = { alertId: id, userId: user.userId, raisedAt: raised.position };
+      return send(request, reply, user, () => deps.sender.send(MarkAlertRead, body, options(request, `read:${user.userId}`)));
     },
   );
   app.post(
