@@ -84,8 +84,8 @@ export function alertBytesBound(a: {
 }
 
 /**
- * The conversation an alert belongs to: its notification's correlation id and, when tracing is
- * on, the trace context its raise continues (the email it gives continues it too).
+ * The conversation an important alert belongs to: its notification's correlation id and, when
+ * tracing is on, the trace context its raise continues; the email it gives continues it too.
  */
 const AlertTrace = object({
   correlationId: Type.String({ minLength: 1 }),

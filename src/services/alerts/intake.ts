@@ -19,6 +19,7 @@ import type { ServiceNames } from '../../eventstore/streams.js';
 import { createProjectionRunner, PartiallyAppliedError, type ProjectionRunner } from '../../projections/runner.js';
 import {
   alertBytesBound,
+  IMPORTANT,
   AlertsRaised,
   MAX_ALERTS_PER_EVENT,
   MAX_EVENT_BYTES,
@@ -165,11 +166,15 @@ export function createAlertIntake(opts: {
       const alertId = alertIdOf(e, opts.stream, a.userId);
       if (seen.has(alertId)) continue;
       seen.add(alertId);
-      const trace =
-        e.meta.traceparent === undefined
-          ? { correlationId: e.meta.correlationId }
-          : { correlationId: e.meta.correlationId, traceparent: e.meta.traceparent };
-      const alert: RaisedAlert = { alertId, userId: a.userId, content: a.content, at: e.time.toISOString(), trace };
+      const alert: RaisedAlert = { alertId, userId: a.userId, content: a.content, at: e.time.toISOString() };
+      // An important alert keeps its notification's conversation, which its email continues (the
+      // others are only shown: their event's own trace is enough, and most alerts are those).
+      if (IMPORTANT.has(a.content.kind)) {
+        alert.trace =
+          e.meta.traceparent === undefined
+            ? { correlationId: e.meta.correlationId }
+            : { correlationId: e.meta.correlationId, traceparent: e.meta.traceparent };
+      }
       if (!raisedAlert.check(alert)) {
         invalid.push({ event: e, error: new InvalidMessageError(`${e.type} gives an invalid alert`, raisedAlert.issues(alert)) });
         continue;
