@@ -9,7 +9,7 @@ import type { Leases } from '../eventstore/leases.js';
 import type { Nats } from '../eventstore/nats.js';
 import type { StoredEvent } from '../eventstore/store.js';
 import { serviceNames, type ServiceNames } from '../eventstore/streams.js';
-import { createProjectionRunner, type ProjectionRunner } from './runner.js';
+import { createProjectionRunner, type ProjectionRunner, type ProjectionRunnerOptions } from './runner.js';
 import { SourceSequenceHeader } from './relay.js';
 import { inSpan, messageAttributes } from '../observability/tracing.js';
 
@@ -54,6 +54,8 @@ export interface CommandRelayOptions {
   toCommands(event: StoredEvent): readonly RelayedCommand[] | Promise<readonly RelayedCommand[]>;
   /** Events older than this are passed over (an email about a long-gone moment helps nobody). */
   readonly maxAgeMs?: number;
+  /** See {@link ProjectionRunnerOptions.maxBufferBytes}: for a stream of large events. */
+  readonly maxBufferBytes?: number;
 }
 
 /**
@@ -72,6 +74,7 @@ export function createCommandRelay(opts: CommandRelayOptions): ProjectionRunner 
     leases: opts.leases,
     instanceId: opts.instanceId,
     log: opts.log,
+    ...(opts.maxBufferBytes === undefined ? {} : { maxBufferBytes: opts.maxBufferBytes }),
     source: { name: opts.name, description: opts.description, stream: opts.stream ?? names.eventsStream, events: opts.events },
     target: {
       watchCheckpoint: false,

@@ -101,6 +101,11 @@ export interface ProjectionRunnerOptions {
   readonly target: ProjectionTarget;
   readonly log: Logger;
   readonly batchSize?: number;
+  /**
+   * Bounds the bytes of messages buffered (and so of one batch, at most half of it) instead of
+   * their number: for a stream of large events, whose `batchSize * 2` would take too much memory.
+   */
+  readonly maxBufferBytes?: number;
   /** Attempts of one failing event, while its store is healthy, before it is parked. */
   readonly maxAttempts?: number;
   readonly retryDelayMs?: { readonly initial: number; readonly max: number };
@@ -343,7 +348,12 @@ export function createProjectionRunner(opts: ProjectionRunnerOptions): Projectio
     await resetConsumer(checkpoint);
     log.info({ checkpoint }, 'projection consuming');
     const consumer = await nats.js.consumers.get(source.stream, source.name);
-    const iter = await consumer.consume({ max_messages: batchSize * 2, expires: PULL_EXPIRES_MS });
+    const iter = await consumer.consume(
+      opts.maxBufferBytes === undefined
+        ? { max_messages: batchSize * 2, expires: PULL_EXPIRES_MS }
+        : { max_bytes: opts.maxBufferBytes, expires: PULL_EXPIRES_MS },
+    );
+    const batchBytes = opts.maxBufferBytes === undefined ? Infinity : opts.maxBufferBytes / 2;
     current = iter;
     // stop() (or a lost lease) may have come while the consumer was being set up, when there
     // was nothing to stop yet; the loop below would then wait for a message that never comes.
@@ -373,6 +383,7 @@ export function createProjectionRunner(opts: ProjectionRunnerOptions): Projectio
     }, checkEvery);
     try {
       let batch: JsMsg[] = [];
+      let bytes = 0;
       // The consumer is new (resetConsumer), so its deliveries are numbered from 1, and this
       // instance is its only client: a number skipped is a delivery that never arrived (sent by
       // a NATS server that died while leading the consumer), which acknowledging a later message
@@ -396,9 +407,11 @@ export function createProjectionRunner(opts: ProjectionRunnerOptions): Projectio
           continue;
         }
         batch.push(m);
-        if (batch.length >= batchSize || buffered(iter) === 0) {
+        bytes += m.data.length;
+        if (batch.length >= batchSize || bytes >= batchBytes || buffered(iter) === 0) {
           const b = batch;
           batch = [];
+          bytes = 0;
           await processBatch(b);
         }
       }

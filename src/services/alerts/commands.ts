@@ -16,8 +16,8 @@ export const MarkAlertRead = defineMessage({
       userId: Uuid(),
       /**
        * The position of the event that raised the alert, as the inbox knows it; the handler reads
-       * that event to learn whom the alert is for. Absent for an alert of the earlier form
-       * (raised on its own aggregate, which says it).
+       * that event to learn whom the alert is for (an `AlertsAlertsRaised`, or the earlier form's
+       * `AlertsAlertRaised`). Without it only the alert's own aggregate can say (the earlier form).
        */
       raisedAt: Type.Optional(Type.Integer({ minimum: 1 })),
     },

@@ -33,6 +33,12 @@ import { alertsRoutes } from './routes.js';
 /** The key prefix (and consumer) of the users' replicas in alerts' Redis. */
 const USERS_REPLICAS = 'alerts-users';
 
+/**
+ * What a reader of ALERTS_EVENTS buffers at most: an intake event holds up to 512 KiB of alerts,
+ * so a buffer counted in messages (1,000) could hold half a gigabyte during a replay.
+ */
+const ALERTS_EVENTS_BUFFER_BYTES = 8 * 1024 * 1024;
+
 export interface AlertsServiceOptions {
   readonly runtime: ServiceRuntime;
   readonly sender: CommandSender;
@@ -113,6 +119,7 @@ export function createAlertsService(opts: AlertsServiceOptions): AlertsService {
     instanceId,
     log,
     target: inbox,
+    maxBufferBytes: ALERTS_EVENTS_BUFFER_BYTES,
     source: {
       name: 'alerts-inbox',
       description: "alerts: the alerts in alerts' Redis (lists, unread sets, read states), from ALERTS_EVENTS.",
@@ -174,6 +181,7 @@ export function createAlertsService(opts: AlertsServiceOptions): AlertsService {
           description: 'alerts: sends MailingSendEmailCommand for important alerts (a ban, a locked thread).',
           checkpoints,
           events: ALERTS_EVENTS,
+          maxBufferBytes: ALERTS_EVENTS_BUFFER_BYTES,
           toCommands: (e) =>
             emailsOf(e, {
               publicUrl: opts.publicUrl,

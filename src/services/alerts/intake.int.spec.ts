@@ -19,7 +19,7 @@ import { freshService, testLog, type TestService } from '../../eventstore/testin
 import type { ProjectionRunner } from '../../projections/runner.js';
 import { eventually } from '../../testing/eventually.js';
 import { alertBytesBound, AlertsRaised, MAX_ALERTS_PER_EVENT, MAX_EVENT_BYTES, type RaisedAlert } from './events.js';
-import { createAlertIntake, INTAKE_AGGREGATE, intakePosition } from './intake.js';
+import { CHECKPOINT_EVERY, createAlertIntake, INTAKE_AGGREGATE, intakePosition } from './intake.js';
 
 const NAME = 'alerts-from-test';
 const EVENTS: readonly MessageDefinition<TSchema>[] = [
@@ -256,7 +256,12 @@ describe('alert intake', () => {
       if (e.data.alerts.length > 1) expect(bounds).toBeLessThanOrEqual(MAX_EVENT_BYTES);
       expect(encodeJson(e.data).length).toBeLessThanOrEqual(MAX_EVENT_BYTES);
     }
-    expect(await intakePosition(store, NAME)).toEqual({ revision: events.at(-1)!.position, upTo: last });
+    expect(await intakePosition(store, NAME)).toEqual({
+      revision: events.at(-1)!.position,
+      upTo: last,
+      stored: last,
+      legacy: false,
+    });
   });
 
   it('raises every alert once when two instances both believe they lead', async () => {
@@ -300,11 +305,77 @@ describe('alert intake', () => {
     const sent = await notifyMany(20);
     const legacy = sent[11]!.seq;
     await checkpoints.put(`intake.${NAME}`, String(legacy));
-    expect(await intakePosition(store, NAME, async () => legacy)).toEqual({ revision: 0, upTo: legacy });
+    expect(await intakePosition(store, NAME, async () => legacy)).toEqual({
+      revision: 0,
+      upTo: legacy,
+      stored: legacy,
+      legacy: true,
+    });
     startIntake({ leases: await leases('LEASES') });
 
     const events = await intakeEvents(sent.at(-1)!.seq);
     expectRaisedOnce(events, sent.slice(12));
+  });
+
+  it('does not raise again what the earlier version raised past its last checkpoint', async () => {
+    // The earlier version raised the alerts of notifications 12 to 15 on their own aggregates,
+    // then stopped before storing its checkpoint (11): those four are not raised again.
+    const sent = await notifyMany(20);
+    await checkpoints.put(`intake.${NAME}`, String(sent[11]!.seq));
+    const msgs = await Promise.all(
+      sent.map((s) => svc.nats.jsm.streams.getMessage(svc.names.notificationsStream, { seq: s.seq })),
+    );
+    const { alertIdOf, alertOf } = await import('./intake.js');
+    for (const [k, m] of msgs.entries()) {
+      if (k < 12 || k > 15) continue;
+      const e = { ...m!, meta: { causationId: m!.header.get('Causation-Id') }, position: m!.seq } as unknown as StoredEvent;
+      const userId = sent[k]!.userId;
+      const alertId = alertIdOf(e, svc.names.notificationsStream, userId);
+      expect(alertOf({ ...e, type: m!.header.get('Message-Type'), data: m!.json() } as StoredEvent)?.userId).toBe(userId);
+      await store.append({
+        aggregate: 'alert',
+        id: alertId,
+        event: { type: 'AlertsAlertRaised', version: 1, data: { alertId, userId } },
+        expectedRevision: 0,
+        trace: { correlationId: randomUUID() },
+      });
+    }
+    startIntake({ leases: await leases('LEASES') });
+
+    const events = await intakeEvents(sent.at(-1)!.seq);
+    const raised = events.flatMap((e) => e.data.alerts.map(keyOf));
+    expect(raised.sort()).toEqual(
+      sent
+        .slice(16)
+        .map((s) => s.key)
+        .sort(),
+    );
+  });
+
+  it('appends a checkpoint-only event after a long run of notifications it passes over', async () => {
+    // Sign-ups and other notifications the intake does not read, CHECKPOINT_EVERY and more.
+    const other = svc.names.notificationSubject('something-else');
+    for (let i = 0; i < CHECKPOINT_EVERY + 50; i += 250) {
+      await Promise.all(
+        Array.from({ length: 250 }, () =>
+          svc.nats.js.publish(other, encodeJson({}), {
+            headers: encodeHeaders({
+              type: 'SomethingElse',
+              version: 1,
+              correlationId: randomUUID(),
+              causationId: undefined,
+              traceparent: undefined,
+            }),
+          }),
+        ),
+      );
+    }
+    const last = (await svc.nats.jsm.streams.info(svc.names.notificationsStream)).state.last_seq;
+    startIntake({ leases: await leases('LEASES') });
+    const events = await intakeEvents(CHECKPOINT_EVERY);
+    expect(events.length).toBeGreaterThanOrEqual(1);
+    expect(events.every((e) => e.data.alerts.length === 0)).toBe(true);
+    expect(events.at(-1)!.data.upTo).toBeLessThanOrEqual(last);
   });
 
   it('parks a ban whose reason no alert can hold, and raises the notifications after it', async () => {

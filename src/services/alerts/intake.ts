@@ -16,7 +16,7 @@ import type { Leases } from '../../eventstore/leases.js';
 import type { Nats } from '../../eventstore/nats.js';
 import type { EventStore, StoredEvent } from '../../eventstore/store.js';
 import type { ServiceNames } from '../../eventstore/streams.js';
-import { createProjectionRunner, PartiallyAppliedError, type ProjectionRunner } from '../../projections/runner.js';
+import { createProjectionRunner, type ProjectionRunner } from '../../projections/runner.js';
 import {
   alertBytesBound,
   IMPORTANT,
@@ -86,7 +86,18 @@ export const INTAKE_AGGREGATE = 'intake';
 export interface IntakePosition {
   readonly revision: number;
   readonly upTo: number;
+  /** The `upTo` of the intake's last event (below `upTo` after batches without alerts, which append nothing). */
+  readonly stored: number;
+  /** True while the intake runs from the earlier version's checkpoint (it has no event yet). */
+  readonly legacy: boolean;
 }
+
+/**
+ * A run of batches without alerts (another service's notifications the intake passes over)
+ * appends a checkpoint-only event once it covers this many positions, so that a restart does not
+ * read them all again.
+ */
+export const CHECKPOINT_EVERY = 1_000;
 
 /**
  * An intake's position, from the last event of its aggregate (one direct get). `legacy` is the
@@ -94,12 +105,15 @@ export interface IntakePosition {
  */
 export async function intakePosition(store: EventStore, name: string, legacy?: () => Promise<number>): Promise<IntakePosition> {
   const last = await store.last(INTAKE_AGGREGATE, name);
-  if (last === undefined) return { revision: 0, upTo: legacy === undefined ? 0 : await legacy() };
+  if (last === undefined) {
+    const upTo = legacy === undefined ? 0 : await legacy();
+    return { revision: 0, upTo, stored: upTo, legacy: upTo > 0 };
+  }
   if (last.type !== AlertsRaised.type || !AlertsRaised.validator.check(last.data)) {
     // Only this code appends there: anything else is a stream edited by hand, not to be guessed at.
     throw new Error(`${last.subject} ends with an event that is not a valid ${AlertsRaised.type} (position ${last.position})`);
   }
-  return { revision: last.position, upTo: last.data.upTo };
+  return { revision: last.position, upTo: last.data.upTo, stored: last.data.upTo, legacy: false };
 }
 
 const raisedAlert = compileValidator(RaisedAlert);
@@ -152,13 +166,13 @@ export function createAlertIntake(opts: {
 
   /**
    * Appends the alerts of `events` (newest last) and moves the intake to `upTo`; answers where it
-   * stands then. A notification whose alert is invalid (a ban's reason longer than an alert
-   * takes) is left out, and reported once the rest is stored.
+   * stands then. A notification whose alert would be invalid (auth's bans fit, so only a
+   * notification no service sent) fails the batch before anything is appended: the runner then
+   * applies it one notification at a time and parks that one before the checkpoint passes it.
    */
   async function raise(events: readonly StoredEvent[], upTo: number, from: IntakePosition): Promise<IntakePosition> {
     const seen = new Set<string>();
-    const raised: { alert: RaisedAlert; position: number }[] = [];
-    const invalid: { event: StoredEvent; error: InvalidMessageError }[] = [];
+    let raised: { alert: RaisedAlert; position: number }[] = [];
     const recipients = new Map<string, Promise<unknown>>();
     for (const e of events) {
       const a = alertOf(e);
@@ -176,25 +190,35 @@ export function createAlertIntake(opts: {
             : { correlationId: e.meta.correlationId, traceparent: e.meta.traceparent };
       }
       if (!raisedAlert.check(alert)) {
-        invalid.push({ event: e, error: new InvalidMessageError(`${e.type} gives an invalid alert`, raisedAlert.issues(alert)) });
-        continue;
+        throw new InvalidMessageError(`${e.type} at ${e.position} gives an invalid alert`, raisedAlert.issues(alert));
       }
       raised.push({ alert, position: e.position });
       // A recipient's replica is looked up once per batch, however many alerts it has.
       if (!recipients.has(a.userId)) recipients.set(a.userId, opts.recipient(a.userId));
     }
     await Promise.all(recipients.values());
+    if (from.legacy) {
+      // The earlier version raised each alert on its own aggregate, and may have raised some of
+      // these before it stored its checkpoint: those are not raised again (their emails, sent
+      // under the earlier ids, would go out twice).
+      const known = await Promise.all(raised.map((r) => store.lastRevision('alert', r.alert.alertId)));
+      raised = raised.filter((_, k) => known[k] === 0);
+    }
     let at = from;
-    // A batch without alerts (all of it parked, say) appends nothing: the next event's `upTo`
-    // covers it. Until then a restart delivers it again, which raises nothing again (its
-    // dead letters are stored once: their ids are the messages' positions).
     if (raised.length === 0) {
-      at = { revision: from.revision, upTo };
-      position = at;
+      // A batch without alerts (passed over, or parked) appends nothing unless the intake has
+      // gone CHECKPOINT_EVERY positions without an event: the next event's `upTo` covers it,
+      // and until then a restart reads it again, which raises nothing again.
+      if (upTo - from.stored < CHECKPOINT_EVERY) {
+        at = { ...from, upTo };
+        position = at;
+        return at;
+      }
     }
     // Events of at most MAX_ALERTS_PER_EVENT alerts and MAX_EVENT_BYTES, each covering the
     // notifications up to its last alert's (the last one: the whole batch).
-    for (let i = 0; i < raised.length;) {
+    let i = 0;
+    do {
       let end = i;
       for (let bytes = 0; end < raised.length && end - i < MAX_ALERTS_PER_EVENT; end++) {
         bytes += alertBytesBound(raised[end]!.alert);
@@ -202,8 +226,8 @@ export function createAlertIntake(opts: {
       }
       const chunk = raised.slice(i, end);
       const chunkUpTo = end >= raised.length ? upTo : raised[end - 1]!.position;
-      // One alert: the event is in its conversation; several: in one of its own (each alert
-      // keeps its own trace).
+      // One important alert: the event is in its conversation; otherwise in one of its own (each
+      // important alert keeps its own trace).
       const only = chunk.length === 1 ? chunk[0]!.alert.trace : undefined;
       const { position: revision } = await store.append({
         aggregate: INTAKE_AGGREGATE,
@@ -220,17 +244,10 @@ export function createAlertIntake(opts: {
           traceparent: only?.traceparent,
         },
       });
-      at = { revision, upTo: chunkUpTo };
+      at = { revision, upTo: chunkUpTo, stored: chunkUpTo, legacy: false };
       position = at;
       i = end;
-    }
-    // Parked by the runner (the batch is stored, checkpoint included): the batch is not applied
-    // again one notification at a time, which would give one event each.
-    if (invalid.length > 0)
-      throw new PartiallyAppliedError(
-        invalid.map((x) => x.event),
-        { cause: invalid[0]!.error },
-      );
+    } while (i < raised.length);
     return at;
   }
 
@@ -270,7 +287,6 @@ export function createAlertIntake(opts: {
             );
             return;
           } catch (err) {
-            if (err instanceof PartiallyAppliedError) throw err; // stored; its invalid ones are parked
             position = undefined;
             if (!(err instanceof ConcurrencyError)) throw err;
             // Another instance appended: go on after what it covers.
