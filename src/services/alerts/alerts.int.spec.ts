@@ -213,6 +213,54 @@ describe('reading alerts', () => {
     );
   });
 
+  it('pages through the alerts of one event (fractional cursors), and marks them read one and all', async () => {
+    const kim = await signedInUser(sys);
+    const mo = await signedInUser(sys);
+    // Alerts of one batch share their event's position; an event of 25 for Kim, as the intake
+    // appends them (here on an aggregate of the test's own).
+    const alerts = Array.from({ length: 25 }, (_, i) => ({
+      alertId: randomUUID(),
+      userId: kim.userId,
+      content: {
+        kind: 'thread-replied' as const,
+        threadId: randomUUID(),
+        threadTitle: `Thread ${i}`,
+        postId: randomUUID(),
+        actor: { userId: mo.userId, nickname: mo.nickname },
+        excerpt: `reply ${i}`,
+      },
+      at: new Date().toISOString(),
+    }));
+    const { position } = await sys.runtimes.alerts.store.append({
+      aggregate: 'intake',
+      id: `test-${randomBytes(3).toString('hex')}`,
+      event: { type: 'AlertsAlertsRaised', version: 1, data: { upTo: 1, alerts } },
+      expectedRevision: 0,
+      trace: { correlationId: randomUUID() },
+    });
+    const pages: any[] = [];
+    let page = (await call('GET', '/api/alerts?limit=7', { as: kim, minPosition: position })).body;
+    for (;;) {
+      pages.push(page);
+      if (page.nextCursor === null) break;
+      expect(page.nextCursor).toMatch(/^[0-9]+\.[0-9]+$/);
+      page = (await call('GET', `/api/alerts?limit=7&cursor=${page.nextCursor}`, { as: kim })).body;
+    }
+    expect(pages.map((p) => p.items.length)).toEqual([7, 7, 7, 4]);
+    // Newest first: the last of the event first.
+    expect(pages.flatMap((p) => p.items.map((a: any) => a.content.excerpt))).toEqual(
+      alerts.map((a) => a.content.excerpt).reverse(),
+    );
+
+    const one = await ok('POST', `/api/alerts/${alerts[3]!.alertId}/read`, { as: kim });
+    expect((await call('GET', '/api/alerts/unread-count', { as: kim, minPosition: one.position })).body).toEqual({ unread: 24 });
+    // Mo cannot mark Kim's alert, whatever the event it was raised in.
+    expect((await call('POST', `/api/alerts/${alerts[4]!.alertId}/read`, { as: mo })).status).toBe(404);
+    const all = await ok('POST', '/api/alerts/read-all', { as: kim });
+    expect((await call('GET', '/api/alerts/unread-count', { as: kim, minPosition: all.position })).body).toEqual({ unread: 0 });
+    expect((await alertsOf(kim, '?limit=100')).items.every((a: any) => a.read)).toBe(true);
+  });
+
   it("shows each actor's current nickname, fetched from auth when alerts has no replica", async () => {
     const ivy = await signedInUser(sys);
     const jack = await signedInUser(sys);
