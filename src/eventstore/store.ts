@@ -27,6 +27,8 @@ export interface AppendInput {
   /** The revision the decision was made on: the aggregate's last position, 0 for a new one. */
   readonly expectedRevision: number;
   readonly trace: TraceContext;
+  /** Headers of the event's own, besides the platform's: what a reader may look at before the body. */
+  readonly headers?: Readonly<Record<string, string>>;
 }
 
 export interface AppendResult {
@@ -100,13 +102,16 @@ export function createJetStreamEventStore(opts: EventStoreOptions): EventStore {
     const msgID = uuidv4();
     const data = encodeJson(input.event.data);
     for (let attempt = 1; ; attempt++) {
-      const headers = encodeHeaders({
-        type: input.event.type,
-        version: input.event.version,
-        correlationId: input.trace.correlationId,
-        causationId: input.trace.causationId,
-        traceparent,
-      });
+      const headers = encodeHeaders(
+        {
+          type: input.event.type,
+          version: input.event.version,
+          correlationId: input.trace.correlationId,
+          causationId: input.trace.causationId,
+          traceparent,
+        },
+        input.headers,
+      );
       try {
         const ack = await nats.js.publish(subject, data, {
           msgID,

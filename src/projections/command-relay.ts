@@ -9,7 +9,8 @@ import type { Leases } from '../eventstore/leases.js';
 import type { Nats } from '../eventstore/nats.js';
 import type { StoredEvent } from '../eventstore/store.js';
 import { serviceNames, type ServiceNames } from '../eventstore/streams.js';
-import { createProjectionRunner, type ProjectionRunner, type ProjectionRunnerOptions } from './runner.js';
+import type { JsMsg } from '@nats-io/jetstream';
+import { createProjectionRunner, type ProjectionRunner, type ProjectionRunnerOptions, type ProjectionSource } from './runner.js';
 import { SourceSequenceHeader } from './relay.js';
 import { inSpan, messageAttributes } from '../observability/tracing.js';
 
@@ -56,6 +57,8 @@ export interface CommandRelayOptions {
   readonly maxAgeMs?: number;
   /** See {@link ProjectionRunnerOptions.maxBufferBytes}: for a stream of large events. */
   readonly maxBufferBytes?: number;
+  /** See {@link ProjectionSource.passOver}: events known by their headers to give no command. */
+  passOver?(m: JsMsg): boolean;
 }
 
 /**
@@ -75,7 +78,13 @@ export function createCommandRelay(opts: CommandRelayOptions): ProjectionRunner 
     instanceId: opts.instanceId,
     log: opts.log,
     ...(opts.maxBufferBytes === undefined ? {} : { maxBufferBytes: opts.maxBufferBytes }),
-    source: { name: opts.name, description: opts.description, stream: opts.stream ?? names.eventsStream, events: opts.events },
+    source: {
+      name: opts.name,
+      description: opts.description,
+      stream: opts.stream ?? names.eventsStream,
+      events: opts.events,
+      ...(opts.passOver === undefined ? {} : { passOver: opts.passOver }),
+    },
     target: {
       watchCheckpoint: false,
       // A send that fails is an outage of the target stream, retried until it passes; only a

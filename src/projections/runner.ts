@@ -58,6 +58,11 @@ export interface ProjectionSource {
   readonly filterSubject?: string | undefined;
   /** The message types this projection handles; others are passed over. */
   readonly events: readonly MessageDefinition<TSchema>[];
+  /**
+   * Messages passed over without decoding them, told by their headers (cheaper than reading a
+   * large body to find nothing in it).
+   */
+  passOver?(m: JsMsg): boolean;
 }
 
 /**
@@ -294,6 +299,7 @@ export function createProjectionRunner(opts: ProjectionRunnerOptions): Projectio
     let events: { m: JsMsg; e: StoredEvent }[] = [];
     for (const m of msgs) {
       try {
+        if (source.passOver?.(m) === true) continue;
         const e = toStoredEvent(m);
         const def = catalog.get(e.type);
         if (def === undefined) continue;

@@ -139,6 +139,42 @@ describe('alerts from notifications', () => {
     expect(mailsTo(carol, /locked/i)).toHaveLength(1);
   });
 
+  it('reads no body of an event whose header says it holds no important alert', async () => {
+    // The header is the intake's count of the event's important alerts. Two events, each with a
+    // locked-thread alert: the first one's header says 0 (so the relay passes over it), the
+    // second's says 1. The second's email arriving shows the relay went past the first.
+    const [una, vic] = [await signedInUser(sys), await signedInUser(sys)];
+    const lockedFor = (u: TestUser) => ({
+      alertId: randomUUID(),
+      userId: u.userId,
+      content: {
+        kind: 'thread-locked' as const,
+        threadId: randomUUID(),
+        threadTitle: `Locked for ${u.nickname}`,
+        actor: { userId: moderator.userId, nickname: moderator.nickname },
+        reason: 'Header test',
+      },
+      at: new Date().toISOString(),
+    });
+    const id = `test-${randomBytes(3).toString('hex')}`;
+    let revision = 0;
+    for (const [u, important] of [
+      [una, '0'],
+      [vic, '1'],
+    ] as const) {
+      ({ position: revision } = await sys.runtimes.alerts.store.append({
+        aggregate: 'intake',
+        id,
+        event: { type: 'AlertsAlertsRaised', version: 1, data: { upTo: revision + 1, alerts: [lockedFor(u)] } },
+        expectedRevision: revision,
+        headers: { 'Obey-Important-Alerts': important },
+        trace: { correlationId: randomUUID() },
+      }));
+    }
+    await sys.smtp.waitForMail((m) => m.to.includes(vic.email) && /locked/i.test(m.subject));
+    expect(mailsTo(una, /locked/i)).toHaveLength(0);
+  });
+
   it('parks a malformed notification with its reason and goes on', async () => {
     const dave = await signedInUser(sys);
     await sys.nats.js.publish(ContentThreadLockedNotification.subject!, JSON.stringify({ threadId: 'nope', reason: 42 }), {

@@ -102,6 +102,12 @@ export const RaisedAlert = object({
 });
 export type RaisedAlert = Static<typeof RaisedAlert>;
 
+/**
+ * On an `AlertsAlertsRaised`: how many of its alerts are important (mailed). The email relay
+ * passes over an event that says 0 without reading its body, as most events are only replies.
+ */
+export const IMPORTANT_ALERTS_HEADER = 'Obey-Important-Alerts';
+
 export const AlertsRaised = defineMessage({
   type: 'AlertsAlertsRaised',
   schema: object({

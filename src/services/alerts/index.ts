@@ -25,7 +25,7 @@ import { createReplicaCache } from '../../projections/replicas.js';
 import { createProjectionRunner, type ProjectionRunner } from '../../projections/runner.js';
 import { alertsCommandHandlers } from './commands.js';
 import { emailsOf } from './emails.js';
-import { ALERTS_EVENTS } from './events.js';
+import { ALERTS_EVENTS, IMPORTANT_ALERTS_HEADER } from './events.js';
 import { createAlertIntake } from './intake.js';
 import { createAlertQueries, inboxProjection } from './read-model.js';
 import { alertsRoutes } from './routes.js';
@@ -182,6 +182,8 @@ export function createAlertsService(opts: AlertsServiceOptions): AlertsService {
           checkpoints,
           events: ALERTS_EVENTS,
           maxBufferBytes: ALERTS_EVENTS_BUFFER_BYTES,
+          // An event of replies only (its header says so) gives no email: its body is not read.
+          passOver: (m) => m.headers?.get(IMPORTANT_ALERTS_HEADER) === '0',
           toCommands: (e) =>
             emailsOf(e, {
               publicUrl: opts.publicUrl,

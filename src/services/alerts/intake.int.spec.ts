@@ -18,7 +18,15 @@ import { createJetStreamEventStore, type EventStore, type StoredEvent } from '..
 import { freshService, testLog, type TestService } from '../../eventstore/testing/nats.js';
 import type { ProjectionRunner } from '../../projections/runner.js';
 import { eventually } from '../../testing/eventually.js';
-import { alertBytesBound, AlertsRaised, MAX_ALERTS_PER_EVENT, MAX_EVENT_BYTES, type RaisedAlert } from './events.js';
+import {
+  alertBytesBound,
+  AlertsRaised,
+  IMPORTANT,
+  IMPORTANT_ALERTS_HEADER,
+  MAX_ALERTS_PER_EVENT,
+  MAX_EVENT_BYTES,
+  type RaisedAlert,
+} from './events.js';
 import { CHECKPOINT_EVERY, createAlertIntake, INTAKE_AGGREGATE, intakePosition } from './intake.js';
 
 const NAME = 'alerts-from-test';
@@ -255,6 +263,10 @@ describe('alert intake', () => {
       const bounds = e.data.alerts.reduce((n, a) => n + alertBytesBound(a), 0);
       if (e.data.alerts.length > 1) expect(bounds).toBeLessThanOrEqual(MAX_EVENT_BYTES);
       expect(encodeJson(e.data).length).toBeLessThanOrEqual(MAX_EVENT_BYTES);
+      // The header the email relay reads instead of the body: how many alerts are important.
+      const m = await svc.nats.jsm.streams.getMessage(svc.names.eventsStream, { seq: e.position });
+      const important = e.data.alerts.filter((a) => IMPORTANT.has(a.content.kind)).length;
+      expect(m?.header.get(IMPORTANT_ALERTS_HEADER)).toBe(String(important));
     }
     expect(await intakePosition(store, NAME)).toEqual({
       revision: events.at(-1)!.position,

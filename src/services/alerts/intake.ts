@@ -20,6 +20,7 @@ import { createProjectionRunner, type ProjectionRunner } from '../../projections
 import {
   alertBytesBound,
   IMPORTANT,
+  IMPORTANT_ALERTS_HEADER,
   AlertsRaised,
   MAX_ALERTS_PER_EVENT,
   MAX_EVENT_BYTES,
@@ -238,6 +239,7 @@ export function createAlertIntake(opts: {
           data: { upTo: chunkUpTo, alerts: chunk.map((r) => r.alert) },
         },
         expectedRevision: at.revision,
+        headers: { [IMPORTANT_ALERTS_HEADER]: String(chunk.filter((r) => IMPORTANT.has(r.alert.content.kind)).length) },
         trace: {
           correlationId: only?.correlationId ?? uuidv4(),
           causationId: `${opts.stream}:${chunkUpTo}`,
