@@ -201,6 +201,12 @@ describe('the life of a thread', () => {
     expect(jump.body.items.map((p: any) => p.number)).toEqual([11, 12, 13, 14, 15, 16, 17, 18, 19, 20]);
     expect((await content('GET', `/threads/${t.id}/posts?postId=${crypto.randomUUID()}`)).status).toBe(404);
     expect((await content('GET', `/threads/${t.id}/posts?cursor=garbage`)).body.code).toBe('invalid-cursor');
+    // Past the last post: the thread exists, the page is empty. An unknown thread is a 404.
+    const past = Buffer.from(JSON.stringify({ n: 25 })).toString('base64url');
+    const end = await content('GET', `/threads/${t.id}/posts?cursor=${past}`);
+    expect([end.status, end.body.items, end.body.nextCursor]).toEqual([200, [], null]);
+    const unknown = await content('GET', `/threads/${crypto.randomUUID()}/posts`);
+    expect([unknown.status, unknown.body.code]).toEqual([404, 'thread-not-found']);
   });
 
   it('lists pinned threads first, then by last activity', async () => {

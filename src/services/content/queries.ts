@@ -75,24 +75,7 @@ export function createQueries(db: Kysely<ContentReadDb>) {
      * that holds that post (pages start at multiples of `limit`).
      */
     async posts(threadId: string, limit: number, opts: { cursor?: string | undefined; postId?: string | undefined }) {
-      let after = 0;
-      if (opts.postId !== undefined) {
-        const target = await db
-          .selectFrom('posts')
-          .select(['number', 'thread_id'])
-          .where('id', '=', opts.postId)
-          .executeTakeFirst();
-        if (target === undefined || target.thread_id !== threadId) {
-          throw new DomainError('post-not-found', 'not-found', `post ${opts.postId} is not in this thread`);
-        }
-        after = Math.floor((target.number - 1) / limit) * limit;
-      } else if (opts.cursor !== undefined) {
-        // Post numbers are 32-bit integers in the read model.
-        after = decodeCursor(
-          opts.cursor,
-          (v): v is { n: number } => Number.isInteger(v.n) && (v.n as number) >= 0 && (v.n as number) <= 2_147_483_647,
-        ).n;
-      }
+      const after = await postsAfter(threadId, limit, opts);
       const rows = await db
         .selectFrom('posts')
         .selectAll()
@@ -101,13 +84,72 @@ export function createQueries(db: Kysely<ContentReadDb>) {
         .orderBy('number')
         .limit(limit + 1)
         .execute();
-      const page = rows.slice(0, limit);
-      const last = page.at(-1);
-      return { rows: page, nextCursor: rows.length > limit && last !== undefined ? encodeCursor({ n: last.number }) : null };
+      return pageOf(rows, limit);
+    },
+
+    /**
+     * The same page with whether its thread is deleted, in one round trip (a lateral join);
+     * undefined when there is no such thread. A thread's page is the forum's most frequent read.
+     */
+    async threadPosts(threadId: string, limit: number, opts: { cursor?: string | undefined; postId?: string | undefined }) {
+      const after = await postsAfter(threadId, limit, opts);
+      const rows = await db
+        .selectFrom('threads as t')
+        .leftJoinLateral(
+          (eb) =>
+            eb
+              .selectFrom('posts')
+              .selectAll()
+              .whereRef('posts.thread_id', '=', 't.id')
+              .where('posts.number', '>', after)
+              .orderBy('posts.number')
+              .limit(limit + 1)
+              .as('p'),
+          (join) => join.onTrue(),
+        )
+        .select('t.deleted as thread_deleted')
+        .selectAll('p')
+        .where('t.id', '=', threadId)
+        .orderBy('p.number')
+        .execute();
+      const first = rows[0];
+      if (first === undefined) return undefined;
+      // A thread without posts (past the cursor) gives one row of nulls from the join.
+      const posts = rows.filter((r) => r.id !== null) as unknown as PostRow[];
+      return { threadDeleted: first.thread_deleted, ...pageOf(posts, limit) };
     },
 
     edits: (postId: string) => db.selectFrom('post_edits').selectAll().where('post_id', '=', postId).orderBy('number').execute(),
   };
+
+  /** Where a page of a thread's posts starts: after the cursor's post number, or on the page that holds `postId`. */
+  async function postsAfter(threadId: string, limit: number, opts: { cursor?: string | undefined; postId?: string | undefined }) {
+    let after = 0;
+    if (opts.postId !== undefined) {
+      const target = await db
+        .selectFrom('posts')
+        .select(['number', 'thread_id'])
+        .where('id', '=', opts.postId)
+        .executeTakeFirst();
+      if (target === undefined || target.thread_id !== threadId) {
+        throw new DomainError('post-not-found', 'not-found', `post ${opts.postId} is not in this thread`);
+      }
+      after = Math.floor((target.number - 1) / limit) * limit;
+    } else if (opts.cursor !== undefined) {
+      // Post numbers are 32-bit integers in the read model.
+      after = decodeCursor(
+        opts.cursor,
+        (v): v is { n: number } => Number.isInteger(v.n) && (v.n as number) >= 0 && (v.n as number) <= 2_147_483_647,
+      ).n;
+    }
+    return after;
+  }
+}
+
+function pageOf(rows: PostRow[], limit: number) {
+  const page = rows.slice(0, limit);
+  const last = page.at(-1);
+  return { rows: page, nextCursor: rows.length > limit && last !== undefined ? encodeCursor({ n: last.number }) : null };
 }
 export type Queries = ReturnType<typeof createQueries>;
 

@@ -36,6 +36,7 @@ import {
 import { contentErrors } from './errors.js';
 import { Body, Description, Name, Position, Reason, Title } from './events.js';
 import { postView, sectionView, threadView, type Queries } from './queries.js';
+import type { PostRow } from './read-model.js';
 
 /** How fast one user may post (threads and posts together); young accounts are held tighter. */
 export interface ContentLimits {
@@ -678,12 +679,23 @@ export async function contentRoutes(app: FastifyInstance, deps: ContentRoutesDep
     },
     async (request, reply) => {
       await fresh(request, reply);
-      const t = await threadOr404((request.params as { id: string }).id);
+      const { id } = request.params as { id: string };
       const q = request.query as Static<typeof PostsQuery>;
-      const page = await queries.posts(t.id, q.limit ?? 20, { cursor: q.cursor, postId: q.postId });
+      const limit = q.limit ?? 20;
+      let page: { threadDeleted: boolean; rows: PostRow[]; nextCursor: string | null };
+      if (q.postId === undefined) {
+        // The thread and its page in one round trip.
+        const found = await queries.threadPosts(id, limit, { cursor: q.cursor });
+        if (found === undefined) throw contentErrors.threadNotFound(id);
+        page = found;
+      } else {
+        // A jump to a post: the thread is checked first, so an unknown thread is not "post not found".
+        const t = await threadOr404(id);
+        page = { threadDeleted: t.deleted, ...(await queries.posts(t.id, limit, { postId: q.postId })) };
+      }
       const authors = await authorsOf(page.rows.map((p) => p.author_id));
       // A deleted thread's posts are hidden with it.
-      const rows = t.deleted ? page.rows.map((p) => ({ ...p, deleted: true })) : page.rows;
+      const rows = page.threadDeleted ? page.rows.map((p) => ({ ...p, deleted: true })) : page.rows;
       return { items: rows.map((p) => postView(p, authors)), nextCursor: page.nextCursor };
     },
   );
