@@ -1,7 +1,7 @@
-import { sql, type Kysely } from 'kysely';
+import { CompiledQuery, sql, type Kysely } from 'kysely';
 import type { UserProfile } from '../../../schemas/auth.js';
 import { DomainError } from '../../eventstore/errors.js';
-import type { ContentReadDb, PostRow, SectionRow, ThreadRow } from './read-model.js';
+import { FORUM_PROJECTION, type ContentReadDb, type PostRow, type SectionRow, type ThreadRow } from './read-model.js';
 
 /** How an author is shown: the nickname and ranks from content's replica, else as the post recorded them. */
 export interface AuthorView {
@@ -93,25 +93,10 @@ export function createQueries(db: Kysely<ContentReadDb>) {
      */
     async threadPosts(threadId: string, limit: number, opts: { cursor?: string | undefined; postId?: string | undefined }) {
       const after = await postsAfter(threadId, limit, opts);
-      const rows = await db
-        .selectFrom('threads as t')
-        .leftJoinLateral(
-          (eb) =>
-            eb
-              .selectFrom('posts')
-              .selectAll()
-              .whereRef('posts.thread_id', '=', 't.id')
-              .where('posts.number', '>', after)
-              .orderBy('posts.number')
-              .limit(limit + 1)
-              .as('p'),
-          (join) => join.onTrue(),
-        )
-        .select('t.deleted as thread_deleted')
-        .selectAll('p')
-        .where('t.id', '=', threadId)
-        .orderBy('p.number')
-        .execute();
+      // Its text is fixed: Kysely would build and compile the same query on every read.
+      const { rows } = await db.executeQuery<{ thread_deleted: boolean } & Nullable<PostRow>>(
+        CompiledQuery.raw(THREAD_POSTS, [threadId, after, limit + 1]),
+      );
       const first = rows[0];
       if (first === undefined) return undefined;
       // A thread without posts (past the cursor) gives one row of nulls from the join.
@@ -145,6 +130,17 @@ export function createQueries(db: Kysely<ContentReadDb>) {
     return after;
   }
 }
+
+/** A thread's `deleted` flag and a page of its posts (see `threadPosts`). $1 thread, $2 after, $3 rows. */
+const THREAD_POSTS = `select t.deleted as thread_deleted, p.*
+from "${FORUM_PROJECTION}".threads t
+left join lateral (
+  select * from "${FORUM_PROJECTION}".posts where thread_id = t.id and number > $2 order by number limit $3
+) p on true
+where t.id = $1
+order by p.number`;
+
+type Nullable<T> = { [K in keyof T]: T[K] | null };
 
 function pageOf(rows: PostRow[], limit: number) {
   const page = rows.slice(0, limit);
