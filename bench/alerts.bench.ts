@@ -88,6 +88,7 @@ import {
   round,
   sleep,
   sorted,
+  startBenchRun,
 } from './lib.js';
 
 const USERS = intEnv('BENCH_USERS', 200);
@@ -124,35 +125,9 @@ const EXCERPT =
 const PASSWORD = 'a long enough password';
 const TAG = randomBytes(3).toString('hex');
 
-const started = performance.now();
+const run = startBenchRun({ maxSeconds: MAX_SECONDS });
+const { started, say, cleanups, cleanup } = run;
 const epoch = () => performance.timeOrigin + performance.now();
-
-// ---------------------------------------------------------------------------------------------
-// Cleanup: an interrupted (or overlong) run stops its servers, drops its databases, ends workers
-// ---------------------------------------------------------------------------------------------
-
-const cleanups: (() => Promise<unknown>)[] = [];
-let signalled = false;
-process.stdout.on('error', () => undefined);
-async function cleanup(): Promise<void> {
-  const all = cleanups.splice(0).reverse();
-  for (const c of all) await c().catch(() => undefined);
-}
-function abort(why: string, code: number): void {
-  signalled = true;
-  say(`${why}: cleaning up`);
-  process.on('uncaughtException', () => undefined);
-  process.on('unhandledRejection', () => undefined);
-  const timeout = new Promise((resolve) => setTimeout(resolve, 15_000).unref());
-  void Promise.race([cleanup(), timeout]).then(() => process.exit(code));
-}
-for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => abort(signal, 130));
-setTimeout(() => abort(`still running after BENCH_MAX_SECONDS=${MAX_SECONDS} s`, 1), MAX_SECONDS * 1000).unref();
-
-function say(line: string): void {
-  const t = ((performance.now() - started) / 1000).toFixed(1).padStart(6);
-  console.log(`[${t}s] ${line}`);
-}
 
 async function eventually<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000, pauseMs = 50): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -1425,7 +1400,7 @@ async function main(): Promise<void> {
 main().then(
   () => process.exit(process.exitCode ?? 0),
   async (err: unknown) => {
-    if (signalled) return;
+    if (run.signalled) return;
     console.error(err);
     await cleanup();
     process.exit(1);

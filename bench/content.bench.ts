@@ -54,7 +54,18 @@ import { connectNats, type Nats } from '../src/eventstore/nats.js';
 import { serviceNames } from '../src/eventstore/streams.js';
 import { TEST_POSTGRES_URL } from '../src/projections/testing/postgres.js';
 import { signedInUser, startTestSystem, type TestSystem, type TestUser } from '../src/testing/system.js';
-import { fmt, intEnv, latencySummary, median, percentile, registerRawPublishRoute, round, sleep, sorted } from './lib.js';
+import {
+  fmt,
+  intEnv,
+  latencySummary,
+  median,
+  percentile,
+  registerRawPublishRoute,
+  round,
+  sleep,
+  sorted,
+  startBenchRun,
+} from './lib.js';
 
 const USERS = intEnv('BENCH_USERS', 16);
 const THREADS = intEnv('BENCH_THREADS', 32);
@@ -78,35 +89,9 @@ const BODY =
   'It says nothing, but it says it in about two hundred bytes of text.';
 const ADMIN = `bench-admin-${randomBytes(3).toString('hex')}@forum.test`;
 
-const started = performance.now();
+const run = startBenchRun({ maxSeconds: MAX_SECONDS });
+const { started, say, cleanups, cleanup } = run;
 const epoch = () => performance.timeOrigin + performance.now();
-
-// ---------------------------------------------------------------------------------------------
-// Cleanup: an interrupted (or overlong) run stops its servers, drops its databases, ends workers
-// ---------------------------------------------------------------------------------------------
-
-const cleanups: (() => Promise<unknown>)[] = [];
-let signalled = false;
-process.stdout.on('error', () => undefined);
-async function cleanup(): Promise<void> {
-  const all = cleanups.splice(0).reverse();
-  for (const c of all) await c().catch(() => undefined);
-}
-function abort(why: string, code: number): void {
-  signalled = true;
-  say(`${why}: cleaning up`);
-  process.on('uncaughtException', () => undefined);
-  process.on('unhandledRejection', () => undefined);
-  const timeout = new Promise((resolve) => setTimeout(resolve, 15_000).unref());
-  void Promise.race([cleanup(), timeout]).then(() => process.exit(code));
-}
-for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => abort(signal, 130));
-setTimeout(() => abort(`still running after BENCH_MAX_SECONDS=${MAX_SECONDS} s`, 1), MAX_SECONDS * 1000).unref();
-
-function say(line: string): void {
-  const t = ((performance.now() - started) / 1000).toFixed(1).padStart(6);
-  console.log(`[${t}s] ${line}`);
-}
 
 /** Busy and total jiffies of the whole machine (all processes: nats-server, Postgres, Redis too). */
 function machineCpu(): { busy: number; total: number } | undefined {
@@ -1326,7 +1311,7 @@ async function main(): Promise<void> {
 }
 
 main().catch(async (err: unknown) => {
-  if (!signalled) console.error(err);
+  if (!run.signalled) console.error(err);
   await cleanup();
   process.exit(1);
 });

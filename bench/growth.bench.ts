@@ -55,7 +55,7 @@ import {
   intEnv,
   latencySummary,
   median,
-  progressLogger,
+  startBenchRun,
   round,
   seededRandom,
   serverJanitor,
@@ -82,42 +82,11 @@ const WARMUP = 500;
 /** Flat: the largest size's p50 within this factor of the smallest's. */
 const FLAT = 1.5;
 
-const started = performance.now();
-const say = progressLogger(started);
+const run = startBenchRun();
+const { started, say, cleanups, cleanup } = run;
 const log = pino({ level: 'silent' });
 const names = serviceNames('content');
 const encoder = new TextEncoder();
-
-const cleanups: (() => Promise<unknown>)[] = [];
-let signalled = false;
-let cleaning: Promise<void> | undefined;
-/** Undoes what the run set up, last first; once, whoever asks first (a signal, the end of `main`). */
-function cleanup(): Promise<void> {
-  cleaning ??= (async () => {
-    while (cleanups.length > 0) await cleanups.pop()!().catch((err: unknown) => say(`cleanup: ${String(err)}`));
-  })();
-  return cleaning;
-}
-// `process.on`, not `once`: Ctrl-C reaches this process twice (from the terminal and relayed by
-// tsx), and a second signal without a listener would end it in the middle of its cleanup.
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(signal, () => {
-    if (signalled) return;
-    signalled = true;
-    say(`${signal}: cleaning up`);
-    const timeout = new Promise((resolve) => setTimeout(resolve, 15_000).unref());
-    void Promise.race([cleanup(), timeout]).then(() => process.exit(130));
-  });
-}
-// An error nobody catches (an 'error' event without a listener) would end the process with its
-// servers and databases left behind: clean up first.
-process.once('uncaughtException', (err) => {
-  if (signalled) return;
-  console.error(err);
-  process.on('uncaughtException', () => undefined);
-  const timeout = new Promise((resolve) => setTimeout(resolve, 15_000).unref());
-  void Promise.race([cleanup(), timeout]).then(() => process.exit(1));
-});
 
 const rand = seededRandom(11);
 const WORDS = 'the a thread post reply forum question answer about this that with from have been would could should'.split(' ');
@@ -630,7 +599,7 @@ async function main(): Promise<void> {
 
 main()
   .catch((err: unknown) => {
-    if (!signalled) console.error(err);
+    if (!run.signalled) console.error(err);
     process.exitCode = 1;
   })
   .finally(() => cleanup());

@@ -57,6 +57,70 @@ export function progressLogger(started = performance.now()): (line: string) => v
   return (line) => console.log(`[${((performance.now() - started) / 1000).toFixed(1).padStart(6)}s] ${line}`);
 }
 
+/**
+ * What every benchmark needs around its work: the progress line, the cleanups (undone last
+ * first, once, whoever asks first: the end of `main`, a signal, an overlong run, an error nobody
+ * caught), and whether the run is being aborted. Signals are taken with `process.on`, not `once`:
+ * Ctrl-C reaches a tsx child twice (from the terminal and relayed by tsx), and a second signal
+ * without a listener would end it in the middle of its cleanup.
+ */
+export interface BenchRun {
+  readonly started: number;
+  /** What to undo; a cleanup added while they run (a server coming up meanwhile) runs too. */
+  readonly cleanups: (() => Promise<unknown>)[];
+  say(line: string): void;
+  cleanup(): Promise<void>;
+  /** Cleans up (bounded by `cleanupTimeoutMs`) and exits with `code`; the first call wins. */
+  abort(why: string, code: number): void;
+  /** True once the run is being aborted: an error after that is the abort's, not the run's. */
+  readonly signalled: boolean;
+}
+
+export function startBenchRun(opts: { maxSeconds?: number; cleanupTimeoutMs?: number } = {}): BenchRun {
+  const started = performance.now();
+  const say = progressLogger(started);
+  const cleanups: (() => Promise<unknown>)[] = [];
+  let signalled = false;
+  let cleaning: Promise<void> | undefined;
+  const ignore = () => undefined;
+  const cleanup = () =>
+    (cleaning ??= (async () => {
+      for (let c = cleanups.pop(); c !== undefined; c = cleanups.pop())
+        await c().catch((err: unknown) => say(`cleanup: ${err instanceof Error ? err.message : String(err)}`));
+    })());
+  const abort = (why: string, code: number) => {
+    if (signalled) return;
+    signalled = true;
+    say(`${why}: cleaning up`);
+    process.on('uncaughtException', ignore);
+    process.on('unhandledRejection', ignore);
+    const timeout = new Promise((resolve) => setTimeout(resolve, opts.cleanupTimeoutMs ?? 15_000).unref());
+    void Promise.race([cleanup(), timeout]).then(() => process.exit(code));
+  };
+  // A closed pipe (`| head`) must not end the run before its cleanup.
+  process.stdout.on('error', ignore);
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => abort(signal, 130));
+  // An error nobody catches (an 'error' event without a listener) would end the process with its
+  // servers and databases left behind: clean up first.
+  process.once('uncaughtException', (err) => {
+    if (signalled) return;
+    console.error(err);
+    abort('uncaught exception', 1);
+  });
+  const max = opts.maxSeconds;
+  if (max !== undefined) setTimeout(() => abort(`still running after BENCH_MAX_SECONDS=${max} s`, 1), max * 1000).unref();
+  return {
+    started,
+    cleanups,
+    say,
+    cleanup,
+    abort,
+    get signalled() {
+      return signalled;
+    },
+  };
+}
+
 /** A V8 CPU profile of the main thread from now until `stop(path)` writes it (open it in Chrome DevTools). */
 export async function startCpuProfile(): Promise<{ stop(path: string): Promise<void> }> {
   const { Session } = await import('node:inspector/promises');

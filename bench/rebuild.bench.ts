@@ -92,7 +92,7 @@ import {
   median,
   pidOf,
   processCpuSeconds,
-  progressLogger,
+  startBenchRun,
   round,
   seededRandom,
   StreamFiller,
@@ -153,47 +153,11 @@ function printQueryStats(label: string): void {
   queryStats.clear();
 }
 
-const started = performance.now();
+const run = startBenchRun();
+const { started, say, cleanups, cleanup } = run;
 const janitor = serverJanitor(startJanitor(TEST_POSTGRES_URL));
-const say = progressLogger(started);
 const log = pino({ level: 'silent' });
 const names = { auth: serviceNames('auth'), content: serviceNames('content'), alerts: serviceNames('alerts') };
-
-// ---------------------------------------------------------------------------------------------
-// Cleanup, also on Ctrl-C
-// ---------------------------------------------------------------------------------------------
-
-const cleanups: (() => Promise<unknown>)[] = [];
-let signalled = false;
-let cleaning: Promise<void> | undefined;
-/** Undoes what the run set up, last first; once, whoever asks first (a signal, the end of `main`). */
-function cleanup(): Promise<void> {
-  cleaning ??= (async () => {
-    while (cleanups.length > 0) await cleanups.pop()!().catch((err: unknown) => say(`cleanup: ${String(err)}`));
-  })();
-  return cleaning;
-}
-// `process.on`, not `once`: Ctrl-C reaches this process twice (from the terminal and relayed by
-// tsx), and a second signal without a listener would end it in the middle of its cleanup.
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(signal, () => {
-    if (signalled) return;
-    signalled = true;
-    say(`${signal}: cleaning up`);
-    process.on('uncaughtException', () => undefined);
-    const timeout = new Promise((resolve) => setTimeout(resolve, 15_000).unref());
-    void Promise.race([cleanup(), timeout]).then(() => process.exit(130));
-  });
-}
-// An error nobody catches (an 'error' event without a listener) would end the process with its
-// servers and databases left behind: clean up first.
-process.once('uncaughtException', (err) => {
-  if (signalled) return;
-  console.error(err);
-  process.on('uncaughtException', () => undefined);
-  const timeout = new Promise((resolve) => setTimeout(resolve, 15_000).unref());
-  void Promise.race([cleanup(), timeout]).then(() => process.exit(1));
-});
 
 // ---------------------------------------------------------------------------------------------
 // Filling the streams
@@ -1716,7 +1680,7 @@ async function profileCacheFigure(nats: Nats, db: Kysely<any>, g: Generated) {
 
 main()
   .catch((err: unknown) => {
-    if (!signalled) console.error(err);
+    if (!run.signalled) console.error(err);
     process.exitCode = 1;
   })
   .finally(() => cleanup());

@@ -76,6 +76,7 @@ import {
   sleep,
   startRawBaselineProcess,
   type RawBaselineProcess,
+  startBenchRun,
 } from './lib.js';
 import { seededRandom32 } from '../src/testing/random.js';
 
@@ -131,7 +132,8 @@ const BODY =
   'A benchmark post: long enough to look like a reply someone wrote, short enough to stay one paragraph. ' +
   'It says nothing, but it says it in about two hundred bytes of text.';
 
-const started = performance.now();
+const run = startBenchRun({ maxSeconds: MAX_SECONDS, cleanupTimeoutMs: 40_000 });
+const { started, say, cleanups, cleanup } = run;
 
 function parseMix(spec: string): Record<Route, number> {
   const mix = Object.fromEntries(ROUTES.map((r) => [r, 0])) as Record<Route, number>;
@@ -143,42 +145,6 @@ function parseMix(spec: string): Record<Route, number> {
   }
   if (Object.values(mix).every((w) => w === 0)) throw new Error('BENCH_MIX: every weight is 0');
   return mix;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Cleanup: an interrupted (or overlong) run stops its processes and servers, drops its databases
-// ---------------------------------------------------------------------------------------------
-
-const cleanups: (() => Promise<unknown>)[] = [];
-let signalled = false;
-let abortCode = 1;
-process.stdout.on('error', () => undefined);
-let cleaning: Promise<void> | undefined;
-/** Runs the cleanups once, newest first (a signal and the main flow may both ask). */
-function cleanup(): Promise<void> {
-  cleaning ??= (async () => {
-    // Until none is left: a server that comes up during the cleanup adds its own.
-    for (let c = cleanups.pop(); c !== undefined; c = cleanups.pop())
-      await c().catch((err: unknown) => say(`cleanup: ${err instanceof Error ? err.message : String(err)}`));
-  })();
-  return cleaning;
-}
-function abort(why: string, code: number): void {
-  if (signalled) return;
-  signalled = true;
-  abortCode = code;
-  say(`${why}: cleaning up`);
-  process.on('uncaughtException', () => undefined);
-  process.on('unhandledRejection', () => undefined);
-  const timeout = new Promise((r) => setTimeout(r, 40_000).unref());
-  void Promise.race([cleanup(), timeout]).then(() => process.exit(code));
-}
-for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => abort(signal, 130));
-setTimeout(() => abort(`still running after BENCH_MAX_SECONDS=${MAX_SECONDS} s`, 1), MAX_SECONDS * 1000).unref();
-
-function say(line: string): void {
-  const t = ((performance.now() - started) / 1000).toFixed(1).padStart(6);
-  console.log(`[${t}s] ${line}`);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -308,7 +274,7 @@ class LagTracker {
         } catch (err) {
           this.probe.fail('error', err instanceof Error ? err.message : String(err));
         }
-        if (performance.now() - acceptedAt > LAG_GIVE_UP_MS || signalled) {
+        if (performance.now() - acceptedAt > LAG_GIVE_UP_MS || run.signalled) {
           this.neverShowed++;
           return;
         }
@@ -926,7 +892,7 @@ async function openLoop(rate: number, seconds: number, next: () => Job) {
         inFlight.add(p);
         void p.finally(() => inFlight.delete(p));
       }
-      if (k < n && !signalled) setTimeout(tick, Math.max(0, t0 + k * interval - performance.now()));
+      if (k < n && !run.signalled) setTimeout(tick, Math.max(0, t0 + k * interval - performance.now()));
       else done();
     };
     setTimeout(tick, 5);
@@ -942,7 +908,7 @@ async function closedLoop(concurrency: number, seconds: number, next: () => Job)
   const deadline = t0 + seconds * 1000;
   await Promise.all(
     Array.from({ length: concurrency }, async () => {
-      while (performance.now() < deadline && !signalled) {
+      while (performance.now() < deadline && !run.signalled) {
         const job = next();
         const t = performance.now();
         try {
@@ -967,7 +933,7 @@ function routeSummaries(tallies: Tallies, seconds: number) {
 }
 
 function warnErrors(label: string, tallies: Tallies): void {
-  if (signalled) return;
+  if (run.signalled) return;
   for (const [route, t] of tallies)
     if (t.errors > 0) say(`WARNING: ${label} ${route}: ${t.errors} failed, first: ${t.firstError}`);
 }
@@ -1010,7 +976,7 @@ async function postsBenchmark(w: World) {
           errors: t.errors,
           firstError: t.firstError,
         });
-        if (t.errors > 0 && !signalled) say(`WARNING: posts ${v.name}: ${t.errors} failed, first: ${t.firstError}`);
+        if (t.errors > 0 && !run.signalled) say(`WARNING: posts ${v.name}: ${t.errors} failed, first: ${t.firstError}`);
         // The projection and relays work off what a content block left before the next block.
         if (v.name === 'content') settleMs.push(await quiesce(w));
       }
@@ -1452,7 +1418,7 @@ async function main(): Promise<void> {
 }
 
 main().catch(async (err: unknown) => {
-  if (!signalled) console.error(err);
+  if (!run.signalled) console.error(err);
   await cleanup();
-  process.exit(abortCode);
+  process.exit(1);
 });
