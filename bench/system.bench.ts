@@ -60,7 +60,8 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { connectNats, type Nats } from '../src/eventstore/nats.js';
-import { freshDatabase, TEST_POSTGRES_URL, type TestDatabase } from '../src/projections/testing/postgres.js';
+import { freshDatabase, type TestDatabase } from '../src/projections/testing/postgres.js';
+import { forumEnv } from '../src/testing/processes.js';
 import { startNatsServer, startRedisServer, freePort, type TestServer } from '../src/testing/servers.js';
 import { startSmtpServer, type TestSmtpServer } from '../src/testing/smtp.js';
 import {
@@ -402,12 +403,6 @@ async function build(): Promise<{ ok: boolean; output: string; seconds: number }
   return { ok: code === 0, output: output.trim(), seconds: (performance.now() - t0) / 1000 };
 }
 
-function databaseUrl(db: TestDatabase): string {
-  const url = new URL(TEST_POSTGRES_URL);
-  url.pathname = `/${db.name}`;
-  return url.toString();
-}
-
 async function startService(
   name: Service,
   runtime: 'dist' | 'tsx',
@@ -611,20 +606,16 @@ async function setup(): Promise<World> {
   const logDir = mkdtempSync(join(os.tmpdir(), 'obey-system-bench-'));
   cleanups.push(async () => rmSync(logDir, { recursive: true, force: true }));
   const env: Record<string, string> = {
+    ...forumEnv({
+      natsUrl: nats.url,
+      databases: { auth: authDb, content: contentDb },
+      redisUrls: { auth: authRedis.url, content: contentRedis.url, alerts: alertsRedis.url },
+      smtpUrl: smtp.url,
+      adminEmails: ADMIN,
+    }),
     NODE_ENV: 'production',
     LOG_LEVEL: 'warn',
     JWT_SECRET: randomBytes(32).toString('hex'),
-    NATS_URL: nats.url,
-    AUTH_DATABASE_URL: databaseUrl(authDb),
-    CONTENT_DATABASE_URL: databaseUrl(contentDb),
-    AUTH_REDIS_URL: authRedis.url,
-    CONTENT_REDIS_URL: contentRedis.url,
-    ALERTS_REDIS_URL: alertsRedis.url,
-    SMTP_URL: smtp.url,
-    MAIL_FROM: 'ObeyForum <no-reply@forum.test>',
-    PUBLIC_URL: 'http://forum.test',
-    OBEY_ADMIN_EMAILS: ADMIN,
-    TRUST_PROXY: '127.0.0.1',
     OBEY_POSTS_PER_MINUTE: '1000000',
     OBEY_NEW_ACCOUNT_POSTS_PER_MINUTE: '1000000',
   };

@@ -7,8 +7,8 @@ import { listDeadLetters } from '../eventstore/dead-letters.js';
 import { encodeHeaders } from '../eventstore/headers.js';
 import { connectNats, type Nats } from '../eventstore/nats.js';
 import { serviceNames } from '../eventstore/streams.js';
-import { freshDatabase, TEST_POSTGRES_URL, type TestDatabase } from '../projections/testing/postgres.js';
-import { serviceProcess, type ServiceProcess } from '../testing/processes.js';
+import { freshDatabase, type TestDatabase } from '../projections/testing/postgres.js';
+import { forumEnv, serviceProcess, type ServiceProcess } from '../testing/processes.js';
 import { freePort, startNatsServer, startRedisServer, type TestServer } from '../testing/servers.js';
 import { startSmtpServer, type ReceivedMail, type TestSmtpServer } from '../testing/smtp.js';
 
@@ -412,12 +412,6 @@ async function deadLetters(svc: Svc): Promise<{ subject: string; msgId: string |
   return letters.map((l) => ({ subject: l.origin.subject, msgId: l.msgId, error: l.error }));
 }
 
-function databaseUrl(db: TestDatabase): string {
-  const url = new URL(TEST_POSTGRES_URL);
-  url.pathname = `/${db.name}`;
-  return url.toString();
-}
-
 beforeAll(async () => {
   // Each kept as soon as it runs: afterAll stops what a failed start left.
   const [authRedis, contentRedis, alertsRedis, authDb, contentDb] = await Promise.all([
@@ -431,20 +425,16 @@ beforeAll(async () => {
   ]);
   client = await connectNats({ url: nats.url, name: 'processes-fault-test' });
   const env: Record<string, string> = {
+    ...forumEnv({
+      natsUrl: nats.url,
+      databases: { auth: authDb, content: contentDb },
+      redisUrls: { auth: authRedis.url, content: contentRedis.url, alerts: alertsRedis.url },
+      smtpUrl: smtp.url,
+      adminEmails: ADMIN_EMAIL,
+    }),
     NODE_ENV: 'test',
     LOG_LEVEL: 'warn',
-    NATS_URL: nats.url,
-    AUTH_DATABASE_URL: databaseUrl(authDb),
-    CONTENT_DATABASE_URL: databaseUrl(contentDb),
-    AUTH_REDIS_URL: authRedis.url,
-    CONTENT_REDIS_URL: contentRedis.url,
-    ALERTS_REDIS_URL: alertsRedis.url,
-    SMTP_URL: smtp.url,
-    MAIL_FROM: 'ObeyForum <no-reply@forum.test>',
-    PUBLIC_URL: 'http://forum.test',
     JWT_SECRET,
-    OBEY_ADMIN_EMAILS: ADMIN_EMAIL,
-    TRUST_PROXY: '127.0.0.1',
     // The load posts faster than a forum lets one person post.
     OBEY_POSTS_PER_MINUTE: '1000000',
     OBEY_NEW_ACCOUNT_POSTS_PER_MINUTE: '1000000',

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { TEST_POSTGRES_URL, type TestDatabase } from '../projections/testing/postgres.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 /** What a process keeps of its output for a failing test's message. */
@@ -26,6 +27,41 @@ export interface ServiceProcess {
   stop(): Promise<void>;
   /** The last 64 KiB of its output (stdout and stderr), across restarts. */
   output(): string;
+}
+
+/**
+ * The environment of the forum's service processes over servers a test or a benchmark started
+ * (src/config.ts names the variables); the caller adds what is its own (NODE_ENV, the secret,
+ * limits).
+ */
+export function forumEnv(servers: {
+  readonly natsUrl: string;
+  readonly databases: { readonly auth: TestDatabase; readonly content: TestDatabase };
+  readonly redisUrls: { readonly auth: string; readonly content: string; readonly alerts: string };
+  readonly smtpUrl: string;
+  readonly adminEmails: string;
+}): Record<string, string> {
+  return {
+    NATS_URL: servers.natsUrl,
+    AUTH_DATABASE_URL: databaseUrl(servers.databases.auth),
+    CONTENT_DATABASE_URL: databaseUrl(servers.databases.content),
+    AUTH_REDIS_URL: servers.redisUrls.auth,
+    CONTENT_REDIS_URL: servers.redisUrls.content,
+    ALERTS_REDIS_URL: servers.redisUrls.alerts,
+    SMTP_URL: servers.smtpUrl,
+    MAIL_FROM: 'ObeyForum <no-reply@forum.test>',
+    PUBLIC_URL: 'http://forum.test',
+    OBEY_ADMIN_EMAILS: servers.adminEmails,
+    // Clients come from addresses of their own in X-Forwarded-For, as behind the gateway.
+    TRUST_PROXY: '127.0.0.1',
+  };
+}
+
+/** The URL of a test database on the test Postgres. */
+export function databaseUrl(db: TestDatabase): string {
+  const url = new URL(TEST_POSTGRES_URL);
+  url.pathname = `/${db.name}`;
+  return url.toString();
 }
 
 // Children still alive when the test process exits (a crash, a timeout) are killed with it.
