@@ -3,7 +3,7 @@ import { defineMessage, Uuid } from '../../../schemas/message.js';
 import { defineCommandHandler } from '../../eventstore/commands.js';
 import type { StoredEvent } from '../../eventstore/store.js';
 import { alertAggregate, inboxAggregate } from './alert.js';
-import { AlertRaised, AlertsRaised } from './events.js';
+import { AlertRaised, AlertsRaised, raisedAlertValidator } from './events.js';
 
 /* Alerts' commands from its HTTP API (ALERTS_COMMANDS): the caller is the user. */
 
@@ -33,8 +33,13 @@ export const MarkAllAlertsRead = defineMessage({
 /** Who the event says `alertId` was raised for; null when the event did not raise it. */
 export function raisedForIn(e: StoredEvent | undefined, alertId: string): string | null {
   if (e === undefined) return null;
-  if (e.type === AlertsRaised.type && AlertsRaised.validator.check(e.data)) {
-    return e.data.alerts.find((a) => a.alertId === alertId)?.userId ?? null;
+  if (e.type === AlertsRaised.type) {
+    // Only the alert asked about is checked, not every alert of the event (up to 1,000).
+    const alerts = (e.data as { alerts?: unknown } | null)?.alerts;
+    const a: unknown = Array.isArray(alerts)
+      ? alerts.find((x) => (x as { alertId?: unknown } | null)?.alertId === alertId)
+      : undefined;
+    return raisedAlertValidator.check(a) ? a.userId : null;
   }
   if (e.type === AlertRaised.type && AlertRaised.validator.check(e.data)) {
     return e.data.alertId === alertId ? e.data.userId : null;

@@ -1,5 +1,5 @@
 import { Type, type Static } from 'typebox';
-import { defineMessage, Timestamp, Uuid, strictObject } from '../../../schemas/message.js';
+import { compileValidator, defineMessage, Timestamp, Uuid, strictObject } from '../../../schemas/message.js';
 
 /*
  * The events of alerts (ALERTS_EVENTS):
@@ -101,6 +101,8 @@ export const RaisedAlert = object({
   trace: Type.Optional(AlertTrace),
 });
 export type RaisedAlert = Static<typeof RaisedAlert>;
+/** Checks one alert (the intake before it appends; mark-read on the alert it looks for). */
+export const raisedAlertValidator = compileValidator(RaisedAlert);
 
 /**
  * On an `AlertsAlertsRaised`: how many of its alerts are important (mailed). The email relay

@@ -9,7 +9,6 @@ import {
   ContentThreadRepliedNotification,
 } from '../../../schemas/content.js';
 import type { MessageDefinition } from '../../../schemas/message.js';
-import { compileValidator } from '../../../schemas/message.js';
 import { ConcurrencyError, InvalidMessageError } from '../../eventstore/errors.js';
 import { nameUuid, namespaceOf } from '../../eventstore/ids.js';
 import type { Leases } from '../../eventstore/leases.js';
@@ -24,7 +23,8 @@ import {
   AlertsRaised,
   MAX_ALERTS_PER_EVENT,
   MAX_EVENT_BYTES,
-  RaisedAlert,
+  raisedAlertValidator,
+  type RaisedAlert,
   type AlertContent,
 } from './events.js';
 
@@ -117,8 +117,6 @@ export async function intakePosition(store: EventStore, name: string, legacy?: (
   return { revision: last.position, upTo: last.data.upTo, stored: last.data.upTo, legacy: false };
 }
 
-const raisedAlert = compileValidator(RaisedAlert);
-
 /**
  * Turns one notifications stream into alerts: a durable consumer (one instance at a time, a
  * lease) whose batches become `AlertsAlertsRaised` events on the intake's own aggregate
@@ -190,8 +188,8 @@ export function createAlertIntake(opts: {
             ? { correlationId: e.meta.correlationId }
             : { correlationId: e.meta.correlationId, traceparent: e.meta.traceparent };
       }
-      if (!raisedAlert.check(alert)) {
-        throw new InvalidMessageError(`${e.type} at ${e.position} gives an invalid alert`, raisedAlert.issues(alert));
+      if (!raisedAlertValidator.check(alert)) {
+        throw new InvalidMessageError(`${e.type} at ${e.position} gives an invalid alert`, raisedAlertValidator.issues(alert));
       }
       raised.push({ alert, position: e.position });
       // A recipient's replica is looked up once per batch, however many alerts it has.
