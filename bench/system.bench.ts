@@ -63,6 +63,7 @@ import { connectNats, type Nats } from '../src/eventstore/nats.js';
 import { freshDatabase, type TestDatabase } from '../src/projections/testing/postgres.js';
 import { forumEnv } from '../src/testing/processes.js';
 import { startNatsServer, startRedisServer, freePort, type TestServer } from '../src/testing/servers.js';
+import { ALERTS_REDIS_SETTINGS } from '../src/services/alerts/read-model.js';
 import { startSmtpServer, type TestSmtpServer } from '../src/testing/smtp.js';
 import {
   fmt,
@@ -577,7 +578,7 @@ async function setup(): Promise<World> {
     server(startNatsServer()),
     server(startRedisServer()),
     server(startRedisServer()),
-    server(startRedisServer()),
+    server(startRedisServer({ args: ALERTS_REDIS_SETTINGS })),
     owned(startSmtpServer(), (x) => x.close()),
     // Dropped after the services have stopped: cleanups run in reverse order.
     owned(freshDatabase(), (x) => x.drop()),

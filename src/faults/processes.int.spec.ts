@@ -8,6 +8,7 @@ import { encodeHeaders } from '../eventstore/headers.js';
 import { connectNats, type Nats } from '../eventstore/nats.js';
 import { serviceNames } from '../eventstore/streams.js';
 import { freshDatabase, type TestDatabase } from '../projections/testing/postgres.js';
+import { ALERTS_REDIS_SETTINGS } from '../services/alerts/read-model.js';
 import { forumEnv, serviceProcess, type ServiceProcess } from '../testing/processes.js';
 import { freePort, startNatsServer, startRedisServer, type TestServer } from '../testing/servers.js';
 import { startSmtpServer, type ReceivedMail, type TestSmtpServer } from '../testing/smtp.js';
@@ -417,7 +418,7 @@ beforeAll(async () => {
   const [authRedis, contentRedis, alertsRedis, authDb, contentDb] = await Promise.all([
     startRedisServer().then((r) => (redis.push(r), r)),
     startRedisServer().then((r) => (redis.push(r), r)),
-    startRedisServer().then((r) => (redis.push(r), r)),
+    startRedisServer({ args: ALERTS_REDIS_SETTINGS }).then((r) => (redis.push(r), r)),
     freshDatabase().then((d) => (databases.push(d), d)),
     freshDatabase().then((d) => (databases.push(d), d)),
     startNatsServer().then((n) => (nats = n)),

@@ -96,14 +96,14 @@ export async function startNatsServer(opts: { args?: readonly string[] } = {}): 
   return { port, url: `nats://127.0.0.1:${port}`, ...server };
 }
 
-/** A redis-server without persistence on a free loopback port. */
-export async function startRedisServer(): Promise<TestServer> {
+/** A redis-server without persistence on a free loopback port; `args` adds settings (e.g. alerts' `ALERTS_REDIS_SETTINGS`). */
+export async function startRedisServer(opts: { args?: readonly string[] } = {}): Promise<TestServer> {
   const port = await freePort();
   const server = await managed(
     'redis-server',
     port,
     () =>
-      spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+      spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...(opts.args ?? [])], {
         stdio: 'ignore',
       }),
     async () => {},

@@ -16,6 +16,7 @@ import {
 } from '../services/content/index.js';
 import { createMailingService, type MailingService } from '../services/mailing/index.js';
 import { createAlertsService, type AlertsService } from '../services/alerts/index.js';
+import { ALERTS_REDIS_SETTINGS } from '../services/alerts/read-model.js';
 import { createMetrics, observeEmailOutcome, type Metrics } from '../observability/metrics.js';
 import { registerMetricsRoute } from '../observability/metrics-route.js';
 import { createTracing } from '../observability/tracing.js';
@@ -73,7 +74,7 @@ export async function startTestSystem(
     opts.nats === undefined ? startNatsServer() : undefined,
     startRedisServer(),
     startRedisServer(),
-    startRedisServer(),
+    startRedisServer({ args: ALERTS_REDIS_SETTINGS }),
     startSmtpServer(),
     freshDatabase(opts.postgres?.url),
     freshDatabase(opts.postgres?.url),
