@@ -31,7 +31,7 @@
  * every figure. See docs/benchmarks.md. Environment (all optional):
  *   BENCH_USERS              signed-up users who receive the alerts of figure 1 (default 200)
  *   BENCH_NOTIFICATIONS      notifications of figure 1 (default 20,000)
- *   BENCH_BASELINE_REPS      runs of the raw consumer (default 3; median)
+ *   BENCH_INTAKE_REPS        runs of figure 1, each a raw run then a subject run (default 3; medians)
  *   BENCH_PUBLISH_IN_FLIGHT  publishes in flight when filling streams (default 256)
  *   BENCH_READERS            signed-in users whose alerts are read (default 8)
  *   BENCH_ALERTS_PER_READER  alerts each reader has (default 20)
@@ -93,7 +93,7 @@ import {
 
 const USERS = intEnv('BENCH_USERS', 200);
 const NOTIFICATIONS = intEnv('BENCH_NOTIFICATIONS', 20_000);
-const BASELINE_REPS = intEnv('BENCH_BASELINE_REPS', 3);
+const INTAKE_REPS = intEnv('BENCH_INTAKE_REPS', 3);
 const PUBLISH_IN_FLIGHT = intEnv('BENCH_PUBLISH_IN_FLIGHT', 256);
 const READERS = intEnv('BENCH_READERS', 8);
 const ALERTS_PER_READER = intEnv('BENCH_ALERTS_PER_READER', 20);
@@ -425,149 +425,168 @@ async function intakeBenchmark(sys: TestSystem, users: readonly BenchUser[]) {
   const { nats } = sys;
   const correlationId = randomUUID();
   const threads = users.map(() => randomUUID());
+  /** A fresh set of notifications (their own ids, so each run raises alerts of its own). */
+  const build = () =>
+    Array.from({ length: NOTIFICATIONS }, (_, k) => {
+      const r = k % users.length;
+      // The actor is another user (content never notifies authors of their own replies).
+      const a = (r + 1 + Math.floor(k / users.length)) % users.length;
+      return threadRepliedMessage(
+        users[r]!,
+        users[a === r ? (a + 1) % users.length : a]!,
+        threads[r]!,
+        randomUUID(),
+        correlationId,
+        ContentThreadRepliedNotification.subject!,
+      );
+    });
   say(`intake: building ${fmt(NOTIFICATIONS)} ContentThreadRepliedNotifications for ${users.length} users`);
-  const messages = Array.from({ length: NOTIFICATIONS }, (_, k) => {
-    const r = k % users.length;
-    // The actor is another user (content never notifies authors of their own replies).
-    const a = (r + 1 + Math.floor(k / users.length)) % users.length;
-    return threadRepliedMessage(
-      users[r]!,
-      users[a === r ? (a + 1) % users.length : a]!,
-      threads[r]!,
-      randomUUID(),
-      correlationId,
-      ContentThreadRepliedNotification.subject!,
-    );
-  });
-  const bytes = messages.reduce((s, m) => s + m.data.length, 0);
+  const first = build();
+  const bytes = first.reduce((s, m) => s + m.data.length, 0);
 
   // The raw stream: the same bodies and headers, on a subject of its own, stored as
-  // CONTENT_NOTIFICATIONS is (file).
+  // CONTENT_NOTIFICATIONS is (file). Each raw run reads it all with a consumer of its own.
   await nats.jsm.streams.add({
     name: RAW_STREAM,
     subjects: ['alertsbench.raw.>'],
     storage: StorageType.File,
     retention: RetentionPolicy.Limits,
   });
-
-  // Alerts is stopped while CONTENT_NOTIFICATIONS fills: the figure is then how fast an alerts
-  // instance drains a backlog, as the raw consumer does.
-  say('intake: stopping alerts, filling CONTENT_NOTIFICATIONS and the raw stream');
-  await sys.alerts.stop();
-  const fillNotifications = await publishAll(nats, NOTIFICATIONS, (k) => {
-    const m = messages[k]!;
-    return { subject: m.subject, data: m.data, headers: m.headers(), msgID: randomUUID() };
-  });
   const fillRaw = await publishAll(nats, NOTIFICATIONS, (k) => {
-    const m = messages[k]!;
+    const m = first[k]!;
     return { subject: RAW_SUBJECT, data: m.data, headers: m.headers(), msgID: randomUUID() };
   });
-  say(
-    `intake: published ${fmt(NOTIFICATIONS)} to each (${fmt(fillNotifications.perSecond)}/s and ${fmt(fillRaw.perSecond)}/s, ` +
-      `${PUBLISH_IN_FLIGHT} in flight), ${fmt(bytes / NOTIFICATIONS)} bytes of body each`,
-  );
+  say(`intake: raw stream filled (${fmt(fillRaw.perSecond)}/s, ${PUBLISH_IN_FLIGHT} in flight), ${fmt(bytes / NOTIFICATIONS)} bytes of body each`);
 
-  const raw: Awaited<ReturnType<typeof rawConsume>>[] = [];
-  const runRaw = async () => {
-    const r = await rawConsume(nats, NOTIFICATIONS, raw.length + 1);
-    raw.push(r);
-    say(`intake: raw consume-and-ack run ${raw.length}: ${fmt(r.perSecond)} messages/s (${r.seconds.toFixed(2)} s)`);
-  };
-  await runRaw();
-
-  // The alerts instance under test: the same runtime, Redis and streams as the stopped one.
   const checkpoints = await new Kvm(nats.nc).open('ALERTS_CHECKPOINTS');
-  const eventsBefore = (await nats.jsm.streams.info(ALERTS_EVENTS_STREAM)).state.last_seq;
-  const listsBefore = await sumOfLists(sys, users);
   const redis = sys.redis.alerts.duplicate();
   cleanups.push(async () => redis.disconnect());
-  const stopProfile = await maybeProfile('intake');
-  const usage = startUsage();
-  const t0 = performance.now();
-  const wallT0 = Date.now();
-  const alerts = newAlertsInstance(sys);
-  cleanups.push(() => alerts.stop());
-  await alerts.start();
-  const startedMs = performance.now() - t0;
-  // The intake has raised every alert once its consumer's acknowledgement floor reaches the last
-  // notification (it acknowledges a batch after appending its event); then the inbox has
-  // projected them all when its checkpoint reaches ALERTS_EVENTS's last position. Both probes
-  // are small: a consumer info (answered by the server) and a Redis GET. Reading the intake's
-  // last event instead would parse and validate up to 1,000 alerts on the measured thread at
-  // every probe.
-  let target = 0;
-  let inboxBehind = NaN;
-  await eventually(
-    'intake and inbox',
-    async () => {
-      if (target === 0) {
-        // Not there for a moment while the intake (re)creates its consumer.
-        const ci = await nats.jsm.consumers.info(CONTENT_NOTIFICATIONS, 'alerts-from-content').catch(() => undefined);
-        if (ci === undefined || ci.ack_floor.stream_seq < fillNotifications.lastSeq) return undefined;
-        target = (await nats.jsm.streams.info(ALERTS_EVENTS_STREAM)).state.last_seq;
-        // How far the inbox trails the intake: the events it still has to project.
-        inboxBehind = target - Number((await redis.get(INBOX_CHECKPOINT)) ?? 0);
-      }
-      return Number((await redis.get(INBOX_CHECKPOINT)) ?? 0) >= target ? true : undefined;
-    },
-    120_000,
-    5,
-  );
-  const doneMs = performance.now() - t0;
-  // When the intake appended its last event (the stream's own time stamp), read once afterwards.
-  const lastIntake = await sys.runtimes.alerts.store.last(INTAKE_AGGREGATE, 'alerts-from-content');
-  const intakeMs = lastIntake === undefined ? NaN : lastIntake.time.getTime() - wallT0;
-  const u = usage.stop();
-  await stopProfile();
-  redis.disconnect();
-  // The email relay reads the same events (none of them makes an email); it must be through them
-  // before the next figure, which it would otherwise share the process with.
-  await eventually('email relay', async () => {
-    const e = await checkpoints.get(RELAY_CHECKPOINT);
-    return e !== null && Number(e.string()) >= target ? true : undefined;
-  });
-  const relayMs = performance.now() - t0;
-  const alertEvents = target - eventsBefore;
-  const inRedis = (await sumOfLists(sys, users)) - listsBefore;
-  const perSecond = (NOTIFICATIONS * 1000) / doneMs;
-  say(
-    `intake: ${fmt(NOTIFICATIONS)} notifications → ${fmt(inRedis)} alerts in Redis in ${(doneMs / 1000).toFixed(2)} s ` +
-      `(${fmt(perSecond)}/s; intake done at ${(intakeMs / 1000).toFixed(2)} s with the inbox ${inboxBehind} events behind, start() took ${startedMs.toFixed(0)} ms)`,
-  );
-  say(`intake: ${fmt(alertEvents)} AlertsAlertsRaised events appended (at most ${MAX_ALERTS_PER_EVENT} alerts each)`);
-  if (inRedis !== NOTIFICATIONS) say(`WARNING: expected ${NOTIFICATIONS} alerts; ${inRedis} are in Redis`);
+  // The instance that runs between the measured ones: the system's own at first.
+  let running: AlertsService = sys.alerts;
 
-  for (let i = 1; i < BASELINE_REPS; i++) await runRaw();
+  /**
+   * One measured run: alerts is stopped while CONTENT_NOTIFICATIONS fills (the figure is then
+   * how fast an alerts instance drains a backlog, as the raw consumer does); then a new alerts
+   * instance is started on the same runtime, Redis and streams, and timed until every alert is
+   * in Redis.
+   */
+  async function subjectRun(rep: number) {
+    const messages = rep === 1 ? first : build();
+    await running.stop();
+    const fill = await publishAll(nats, NOTIFICATIONS, (k) => {
+      const m = messages[k]!;
+      return { subject: m.subject, data: m.data, headers: m.headers(), msgID: randomUUID() };
+    });
+    const eventsBefore = (await nats.jsm.streams.info(ALERTS_EVENTS_STREAM)).state.last_seq;
+    const listsBefore = await sumOfLists(sys, users);
+    const stopProfile = rep === 1 ? await maybeProfile('intake') : async () => undefined;
+    const usage = startUsage();
+    const t0 = performance.now();
+    const wallT0 = Date.now();
+    const alerts = newAlertsInstance(sys);
+    running = alerts;
+    cleanups.push(() => alerts.stop());
+    await alerts.start();
+    const startedMs = performance.now() - t0;
+    // The intake has raised every alert once its consumer's acknowledgement floor reaches the
+    // last notification (it acknowledges a batch after appending its event); then the inbox has
+    // projected them all when its checkpoint reaches ALERTS_EVENTS's last position. Both probes
+    // are small: a consumer info (answered by the server) and a Redis GET. Reading the intake's
+    // last event instead would parse and validate up to 1,000 alerts on the measured thread at
+    // every probe.
+    let target = 0;
+    let inboxBehind = NaN;
+    await eventually(
+      'intake and inbox',
+      async () => {
+        if (target === 0) {
+          // Not there for a moment while the intake (re)creates its consumer.
+          const ci = await nats.jsm.consumers.info(CONTENT_NOTIFICATIONS, 'alerts-from-content').catch(() => undefined);
+          if (ci === undefined || ci.ack_floor.stream_seq < fill.lastSeq) return undefined;
+          target = (await nats.jsm.streams.info(ALERTS_EVENTS_STREAM)).state.last_seq;
+          // How far the inbox trails the intake: the events it still has to project.
+          inboxBehind = target - Number((await redis.get(INBOX_CHECKPOINT)) ?? 0);
+        }
+        return Number((await redis.get(INBOX_CHECKPOINT)) ?? 0) >= target ? true : undefined;
+      },
+      120_000,
+      5,
+    );
+    const doneMs = performance.now() - t0;
+    const u = usage.stop();
+    await stopProfile();
+    // When the intake appended its last event (the stream's own time stamp), read afterwards.
+    const lastIntake = await sys.runtimes.alerts.store.last(INTAKE_AGGREGATE, 'alerts-from-content');
+    const intakeMs = lastIntake === undefined ? NaN : lastIntake.time.getTime() - wallT0;
+    // The email relay reads the same events (none of them makes an email); it must be through
+    // them before what comes next, which it would otherwise share the process with.
+    await eventually('email relay', async () => {
+      const e = await checkpoints.get(RELAY_CHECKPOINT);
+      return e !== null && Number(e.string()) >= target ? true : undefined;
+    });
+    const relayMs = performance.now() - t0;
+    const alertEvents = target - eventsBefore;
+    const inRedis = (await sumOfLists(sys, users)) - listsBefore;
+    const perSecond = (NOTIFICATIONS * 1000) / doneMs;
+    say(
+      `intake run ${rep}: ${fmt(NOTIFICATIONS)} notifications → ${fmt(inRedis)} alerts in Redis in ${(doneMs / 1000).toFixed(2)} s ` +
+        `(${fmt(perSecond)}/s; intake done at ${(intakeMs / 1000).toFixed(2)} s with the inbox ${inboxBehind} events behind; ` +
+        `${fmt(alertEvents)} AlertsAlertsRaised events; start() took ${startedMs.toFixed(0)} ms)`,
+    );
+    if (inRedis !== NOTIFICATIONS) say(`WARNING: expected ${NOTIFICATIONS} alerts; ${inRedis} are in Redis`);
+    return {
+      perSecond: round(perSecond),
+      seconds: round(doneMs / 1000, 2),
+      startMs: round(startedMs),
+      intakeDoneSeconds: round(intakeMs / 1000, 2),
+      intakePerSecond: round((NOTIFICATIONS * 1000) / intakeMs),
+      inboxEventsBehindAtIntakeDone: inboxBehind,
+      emailRelayDoneSeconds: round(relayMs / 1000, 2),
+      alertEventsAppended: alertEvents,
+      alertsInRedis: inRedis,
+      fill: { perSecond: round(fill.perSecond), lastSeq: fill.lastSeq },
+      usage: u,
+    };
+  }
+
+  // Raw and subject take turns, so that both see the machine's changes alike.
+  const raw: Awaited<ReturnType<typeof rawConsume>>[] = [];
+  const subject: Awaited<ReturnType<typeof subjectRun>>[] = [];
+  for (let rep = 1; rep <= INTAKE_REPS; rep++) {
+    const r = await rawConsume(nats, NOTIFICATIONS, rep);
+    raw.push(r);
+    say(`intake: raw consume-and-ack run ${rep}: ${fmt(r.perSecond)} messages/s (${r.seconds.toFixed(2)} s)`);
+    subject.push(await subjectRun(rep));
+  }
+  redis.disconnect();
   await nats.jsm.streams.delete(RAW_STREAM);
 
+  const perSecond = median(subject.map((x) => x.perSecond));
   const rawPerSecond = median(raw.map((r) => r.perSecond));
   const ratio = round(perSecond / rawPerSecond, 3);
+  const pairedRatio = round(median(subject.map((x, k) => x.perSecond / raw[k]!.perSecond)), 3);
+  const allRaised = subject.every((x) => x.alertsInRedis === NOTIFICATIONS);
   return {
     alerts: {
       notifications: NOTIFICATIONS,
       users: users.length,
       bodyBytes: round(bytes / NOTIFICATIONS),
       perSecond: round(perSecond),
-      seconds: round(doneMs / 1000, 2),
-      startMs: round(startedMs),
-      intakeDoneSeconds: round(intakeMs / 1000, 2),
-      inboxEventsBehindAtIntakeDone: inboxBehind,
-      intakePerSecond: round((NOTIFICATIONS * 1000) / intakeMs),
-      emailRelayDoneSeconds: round(relayMs / 1000, 2),
-      alertEventsAppended: alertEvents,
-      alertsInRedis: inRedis,
-      usage: u,
+      intakePerSecond: round(median(subject.map((x) => x.intakePerSecond))),
+      runs: subject,
     },
     rawConsumeAck: {
       perSecond: round(rawPerSecond),
       runs: raw.map((r) => round(r.perSecond)),
       seconds: raw.map((r) => round(r.seconds, 3)),
       usage: raw.map((r) => r.usage),
+      fill: { perSecond: round(fillRaw.perSecond), lastSeq: fillRaw.lastSeq },
     },
-    fill: { contentNotifications: fillNotifications, rawStream: fillRaw, inFlight: PUBLISH_IN_FLIGHT },
+    publishInFlight: PUBLISH_IN_FLIGHT,
     ratio,
+    pairedRatio,
     goal: '>= 0.3x raw consume-and-ack',
-    met: ratio >= 0.3 && inRedis === NOTIFICATIONS,
+    met: ratio >= 0.3 && allRaised,
   };
 }
 
@@ -1250,14 +1269,14 @@ function table(intake: Intake | undefined, reads: Reads | undefined, mailing: Ma
   if (intake !== undefined) {
     rows.push([
       `notifications → alerts in Redis (${fmt(intake.alerts.notifications)}, ${intake.alerts.users} users)`,
-      `${fmt(intake.alerts.perSecond)}/s (${intake.alerts.seconds} s)`,
+      `${fmt(intake.alerts.perSecond)}/s (${intake.alerts.runs.map((r) => fmt(r.perSecond)).join(' / ')})`,
       `raw consume+ack ${fmt(intake.rawConsumeAck.perSecond)}/s (${intake.rawConsumeAck.runs.map(fmt).join(' / ')})`,
-      String(intake.ratio),
+      `${intake.ratio} (paired ${intake.pairedRatio})`,
       `>= 0.3x: ${yes(intake.met)}`,
     ]);
     rows.push([
       '  of which the intake (alert events appended)',
-      `${fmt(intake.alerts.intakePerSecond)}/s (${intake.alerts.intakeDoneSeconds} s)`,
+      `${fmt(intake.alerts.intakePerSecond)}/s (${intake.alerts.runs.map((r) => `${r.intakeDoneSeconds} s`).join(' / ')})`,
       '',
       '',
       '',
@@ -1377,7 +1396,7 @@ async function main(): Promise<void> {
     config: {
       users: USERS,
       notifications: NOTIFICATIONS,
-      baselineReps: BASELINE_REPS,
+      intakeReps: INTAKE_REPS,
       publishInFlight: PUBLISH_IN_FLIGHT,
       readers: READERS,
       alertsPerReader: ALERTS_PER_READER,
