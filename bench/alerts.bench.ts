@@ -443,20 +443,24 @@ async function intakeBenchmark(sys: TestSystem, users: readonly BenchUser[]) {
   say(`intake: building ${fmt(NOTIFICATIONS)} ContentThreadRepliedNotifications for ${users.length} users`);
   const first = build();
   const bytes = first.reduce((s, m) => s + m.data.length, 0);
+  say(`intake: ${fmt(bytes / NOTIFICATIONS)} bytes of body each; ${INTAKE_REPS} runs, each a raw run then an alerts run`);
 
   // The raw stream: the same bodies and headers, on a subject of its own, stored as
-  // CONTENT_NOTIFICATIONS is (file). Each raw run reads it all with a consumer of its own.
+  // CONTENT_NOTIFICATIONS is (file). Emptied and filled again before each raw run with that
+  // run's notifications, so that both read messages written just before.
   await nats.jsm.streams.add({
     name: RAW_STREAM,
     subjects: ['alertsbench.raw.>'],
     storage: StorageType.File,
     retention: RetentionPolicy.Limits,
   });
-  const fillRaw = await publishAll(nats, NOTIFICATIONS, (k) => {
-    const m = first[k]!;
-    return { subject: RAW_SUBJECT, data: m.data, headers: m.headers(), msgID: randomUUID() };
-  });
-  say(`intake: raw stream filled (${fmt(fillRaw.perSecond)}/s, ${PUBLISH_IN_FLIGHT} in flight), ${fmt(bytes / NOTIFICATIONS)} bytes of body each`);
+  const fillRawWith = async (messages: typeof first) => {
+    await nats.jsm.streams.purge(RAW_STREAM);
+    return publishAll(nats, NOTIFICATIONS, (k) => {
+      const m = messages[k]!;
+      return { subject: RAW_SUBJECT, data: m.data, headers: m.headers(), msgID: randomUUID() };
+    });
+  };
 
   const checkpoints = await new Kvm(nats.nc).open('ALERTS_CHECKPOINTS');
   const redis = sys.redis.alerts.duplicate();
@@ -470,8 +474,7 @@ async function intakeBenchmark(sys: TestSystem, users: readonly BenchUser[]) {
    * instance is started on the same runtime, Redis and streams, and timed until every alert is
    * in Redis.
    */
-  async function subjectRun(rep: number) {
-    const messages = rep === 1 ? first : build();
+  async function subjectRun(rep: number, messages: typeof first) {
     await running.stop();
     const fill = await publishAll(nats, NOTIFICATIONS, (k) => {
       const m = messages[k]!;
@@ -479,7 +482,8 @@ async function intakeBenchmark(sys: TestSystem, users: readonly BenchUser[]) {
     });
     const eventsBefore = (await nats.jsm.streams.info(ALERTS_EVENTS_STREAM)).state.last_seq;
     const listsBefore = await sumOfLists(sys, users);
-    const stopProfile = rep === 1 ? await maybeProfile('intake') : async () => undefined;
+    // The last run: the code is warm, as in a service that has been running.
+    const stopProfile = rep === INTAKE_REPS ? await maybeProfile('intake') : async () => undefined;
     const usage = startUsage();
     const t0 = performance.now();
     const wallT0 = Date.now();
@@ -517,7 +521,9 @@ async function intakeBenchmark(sys: TestSystem, users: readonly BenchUser[]) {
     await stopProfile();
     // When the intake appended its last event (the stream's own time stamp), read afterwards.
     const lastIntake = await sys.runtimes.alerts.store.last(INTAKE_AGGREGATE, 'alerts-from-content');
-    const intakeMs = lastIntake === undefined ? NaN : lastIntake.time.getTime() - wallT0;
+    const upTo = (lastIntake?.data as { upTo?: number } | undefined)?.upTo;
+    if (upTo !== fill.lastSeq) throw new Error(`the intake's last event covers ${upTo}, not this run's last notification (${fill.lastSeq})`);
+    const intakeMs = lastIntake!.time.getTime() - wallT0;
     // The email relay reads the same events (none of them makes an email); it must be through
     // them before what comes next, which it would otherwise share the process with.
     await eventually('email relay', async () => {
@@ -552,11 +558,14 @@ async function intakeBenchmark(sys: TestSystem, users: readonly BenchUser[]) {
   // Raw and subject take turns, so that both see the machine's changes alike.
   const raw: Awaited<ReturnType<typeof rawConsume>>[] = [];
   const subject: Awaited<ReturnType<typeof subjectRun>>[] = [];
+  const rawFills: Awaited<ReturnType<typeof fillRawWith>>[] = [];
   for (let rep = 1; rep <= INTAKE_REPS; rep++) {
+    const messages = rep === 1 ? first : build();
+    rawFills.push(await fillRawWith(messages));
     const r = await rawConsume(nats, NOTIFICATIONS, rep);
     raw.push(r);
     say(`intake: raw consume-and-ack run ${rep}: ${fmt(r.perSecond)} messages/s (${r.seconds.toFixed(2)} s)`);
-    subject.push(await subjectRun(rep));
+    subject.push(await subjectRun(rep, messages));
   }
   redis.disconnect();
   await nats.jsm.streams.delete(RAW_STREAM);
@@ -580,7 +589,7 @@ async function intakeBenchmark(sys: TestSystem, users: readonly BenchUser[]) {
       runs: raw.map((r) => round(r.perSecond)),
       seconds: raw.map((r) => round(r.seconds, 3)),
       usage: raw.map((r) => r.usage),
-      fill: { perSecond: round(fillRaw.perSecond), lastSeq: fillRaw.lastSeq },
+      fills: rawFills.map((f) => ({ perSecond: round(f.perSecond), lastSeq: f.lastSeq })),
     },
     publishInFlight: PUBLISH_IN_FLIGHT,
     ratio,

@@ -8,9 +8,11 @@ import { compileValidator, Timestamp } from './message.js';
 /** Date-times as `toISOString` writes them, across years, months, leap days and day ends. */
 function isoStrings(random: () => number, count: number): string[] {
   const out = ['2000-02-29T00:00:00.000Z', '2024-02-29T23:59:59.999Z', '1970-01-01T00:00:00Z', '9999-12-31T23:59:59.999Z'];
-  const span = Date.UTC(9999, 11, 31) - Date.UTC(0, 0, 1);
+  // Years 0000 to 9999 (Date.UTC would read a year 0 as 1900).
+  const from = Date.parse('0000-01-01T00:00:00.000Z');
+  const span = Date.parse('9999-12-31T23:59:59.999Z') - from;
   for (let i = 0; i < count; i++) {
-    const iso = new Date(Date.UTC(0, 0, 1) + Math.floor((random() / 2 ** 32) * span)).toISOString();
+    const iso = new Date(from + Math.floor((random() / 2 ** 32) * span)).toISOString();
     out.push(iso, iso.slice(0, 19) + 'Z');
   }
   return out;

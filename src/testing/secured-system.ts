@@ -15,6 +15,7 @@ import { createAlertsService, type AlertsService } from '../services/alerts/inde
 import { createAuthService, DEFAULT_LIMITS, type AuthService } from '../services/auth/index.js';
 import { createContentService, DEFAULT_CONTENT_LIMITS, type ContentService } from '../services/content/index.js';
 import { createMailingService, type MailingService } from '../services/mailing/index.js';
+import { ALERTS_REDIS_SETTINGS } from '../services/alerts/read-model.js';
 import { startNatsServer, startRedisServer, type TestServer } from './servers.js';
 import { startSmtpServer, type TestSmtpServer } from './smtp.js';
 import { TEST_JWT_SECRET } from './system.js';
@@ -127,7 +128,7 @@ export async function startSecuredTestSystem(opts: {
     startSecuredNatsServer(),
     startRedisServer(),
     startRedisServer(),
-    startRedisServer(),
+    startRedisServer({ args: ALERTS_REDIS_SETTINGS }),
     startSmtpServer(),
     freshDatabase(),
     freshDatabase(),
