@@ -89,6 +89,7 @@ import {
   sleep,
   sorted,
   startBenchRun,
+  WORKER_HTTP_REQUEST_SOURCE,
 } from './lib.js';
 
 const USERS = intEnv('BENCH_USERS', 200);
@@ -635,10 +636,10 @@ interface ClientResult {
 
 const CLIENT_SOURCE = `
 const { parentPort } = require('node:worker_threads');
+${WORKER_HTTP_REQUEST_SOURCE}
 async function call(job, req) {
-  const r = await fetch(req.url, { headers: req.headers, signal: AbortSignal.timeout(15000) });
-  const text = await r.text();
-  if (r.status !== 200) throw new Error('GET ' + req.url + ': ' + r.status + ' ' + text.slice(0, 300));
+  const { status, text } = await request('GET', req.url, req.headers);
+  if (status !== 200) throw new Error('GET ' + req.url + ': ' + status + ' ' + text.slice(0, 300));
   const b = JSON.parse(text);
   if (!Array.isArray(b.items) || b.items.length !== job.expectItems)
     throw new Error(req.url + ': expected ' + job.expectItems + ' items, got ' + (Array.isArray(b.items) ? b.items.length : typeof b.items));

@@ -9,7 +9,7 @@
  * nats-server) and answers after the ack, and a route that selects a thread's first 20 posts
  * from content's read model with one plain `pg` query.
  *
- * The HTTP client runs in a worker thread (global fetch, keep-alive), so that the server's event
+ * The HTTP client runs in a worker thread (node:http, keep-alive), so that the server's event
  * loop, the one measured, is not also the client's. Measures, each beside a baseline taken in
  * the same run:
  *   1. creating posts (`POST /api/content/threads/:id/posts`, BENCH_CONCURRENCY in flight, over
@@ -65,6 +65,7 @@ import {
   sleep,
   sorted,
   startBenchRun,
+  WORKER_HTTP_REQUEST_SOURCE,
 } from './lib.js';
 
 const USERS = intEnv('BENCH_USERS', 16);
@@ -166,10 +167,10 @@ interface ClientResult {
 const CLIENT_SOURCE = `
 const { parentPort } = require('node:worker_threads');
 const epoch = () => performance.timeOrigin + performance.now();
+${WORKER_HTTP_REQUEST_SOURCE}
 async function call(job, req) {
-  const r = await fetch(req.url, { method: req.method, headers: req.headers, body: req.body, signal: AbortSignal.timeout(15000) });
-  const text = await r.text();
-  if (r.status !== job.expectStatus) throw new Error(req.method + ' ' + req.url + ': ' + r.status + ' ' + text.slice(0, 300));
+  const { status, text } = await request(req.method, req.url, req.headers, req.body);
+  if (status !== job.expectStatus) throw new Error(req.method + ' ' + req.url + ': ' + status + ' ' + text.slice(0, 300));
   if (job.expectItems === undefined && !job.capturePosition) return 0;
   const b = JSON.parse(text);
   if (job.expectItems !== undefined && (!Array.isArray(b.items) || b.items.length !== job.expectItems))

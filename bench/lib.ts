@@ -11,6 +11,31 @@ import { connectNats, type Nats } from '../src/eventstore/nats.js';
 import { headers as natsHeaders } from '@nats-io/nats-core';
 import { Header } from '../src/eventstore/headers.js';
 
+/**
+ * JavaScript for a benchmark's HTTP client worker (evaluated as is, not through tsx):
+ * `request(method, url, headers, body)` over `node:http` with a keep-alive agent, answering
+ * `{ status, text }`. Cheaper per request than global `fetch` (undici: a web stream, a Response
+ * and an AbortSignal each), which matters on two cores shared with the server being measured.
+ */
+export const WORKER_HTTP_REQUEST_SOURCE = `
+const http = require('node:http');
+const agent = new http.Agent({ keepAlive: true });
+function request(method, url, headers, body) {
+  return new Promise((resolve, reject) => {
+    const h = body === undefined ? headers : { ...headers, 'content-length': String(Buffer.byteLength(body)) };
+    const req = http.request(url, { method, headers: h, agent }, (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode, text: Buffer.concat(chunks).toString('utf8') }));
+      res.on('error', reject);
+    });
+    req.setTimeout(15000, () => req.destroy(new Error(method + ' ' + url + ': no answer within 15 s')));
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+`;
+
 export function intEnv(name: string, fallback: number): number {
   const raw = process.env[name];
   if (raw === undefined || raw === '') return fallback;
