@@ -39,6 +39,34 @@ describe('projection runner', () => {
     expect(await readAccounts(pg.db, target.definition.name)).toEqual(ledger.expected());
   });
 
+  it('ends a batch once its messages reach maxBatchBytes', async () => {
+    const { ledger } = bed;
+    const inner = await projection();
+    const bytes = (e: { data: unknown }) => Buffer.byteLength(JSON.stringify(e.data));
+    const batches: number[][] = [];
+    const target: ProjectionTarget = {
+      checkpoint: () => inner.checkpoint(),
+      healthy: () => inner.healthy(),
+      async apply(events, upTo) {
+        batches.push(events.map(bytes));
+        await inner.apply(events, upTo);
+      },
+    };
+    await ledger.open('a', 'ann');
+    for (let i = 1; i <= 60; i++) await ledger.credit('a', i);
+    // All 61 are waiting when the runner starts: without the bound, one or two batches.
+    const runner = bed.startRunner(inner.definition.name, target, { maxBatchBytes: 200 });
+
+    expect(await runner.waitForPosition(ledger.lastPosition, 5_000)).toBe(true);
+    expect(await readAccounts(pg.db, inner.definition.name)).toEqual(ledger.expected());
+    expect(batches.flat()).toHaveLength(61);
+    for (const b of batches)
+      expect(
+        b.slice(0, -1).reduce((x, y) => x + y, 0),
+        JSON.stringify(b),
+      ).toBeLessThan(200);
+  });
+
   it('parks messages that fail their schema or are not JSON in the dead-letter stream, with error and origin, and goes on', async () => {
     const { ledger, service } = bed;
     const { names, nats } = service;

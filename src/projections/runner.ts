@@ -111,6 +111,12 @@ export interface ProjectionRunnerOptions {
    * their number: for a stream of large events, whose `batchSize * 2` would take too much memory.
    */
   readonly maxBufferBytes?: number;
+  /**
+   * Ends a batch once its messages reach this many bytes (default: half of `maxBufferBytes`, or
+   * no bound). For a store that must not be held long: a Redis projection's batch is one MULTI,
+   * which Redis runs whole while its other clients wait.
+   */
+  readonly maxBatchBytes?: number;
   /** Attempts of one failing event, while its store is healthy, before it is parked. */
   readonly maxAttempts?: number;
   readonly retryDelayMs?: { readonly initial: number; readonly max: number };
@@ -359,7 +365,7 @@ export function createProjectionRunner(opts: ProjectionRunnerOptions): Projectio
         ? { max_messages: batchSize * 2, expires: PULL_EXPIRES_MS }
         : { max_bytes: opts.maxBufferBytes, expires: PULL_EXPIRES_MS },
     );
-    const batchBytes = opts.maxBufferBytes === undefined ? Infinity : opts.maxBufferBytes / 2;
+    const batchBytes = opts.maxBatchBytes ?? (opts.maxBufferBytes === undefined ? Infinity : opts.maxBufferBytes / 2);
     current = iter;
     // stop() (or a lost lease) may have come while the consumer was being set up, when there
     // was nothing to stop yet; the loop below would then wait for a message that never comes.

@@ -38,6 +38,14 @@ const USERS_REPLICAS = 'alerts-users';
  * so a buffer counted in messages (1,000) could hold half a gigabyte during a replay.
  */
 const ALERTS_EVENTS_BUFFER_BYTES = 8 * 1024 * 1024;
+/**
+ * The inbox ends a batch once it holds this many bytes of events. A batch is one MULTI, which
+ * Redis runs whole while alert reads wait: with half the buffer (4 MiB, some 7,000 alerts) a
+ * backlog could hold Redis for 170 ms on a slow machine; with this, at most 1 MiB and one more
+ * event (about 2,500 alerts). At 64 KiB (an event a batch) the inbox fell 65 events behind the
+ * intake in bench:alerts, against 9–31 at 1 MiB (docs/alerts.md).
+ */
+const INBOX_BATCH_BYTES = 1024 * 1024;
 
 export interface AlertsServiceOptions {
   readonly runtime: ServiceRuntime;
@@ -120,6 +128,7 @@ export function createAlertsService(opts: AlertsServiceOptions): AlertsService {
     log,
     target: inbox,
     maxBufferBytes: ALERTS_EVENTS_BUFFER_BYTES,
+    maxBatchBytes: INBOX_BATCH_BYTES,
     source: {
       name: 'alerts-inbox',
       description: "alerts: the alerts in alerts' Redis (lists, unread sets, read states), from ALERTS_EVENTS.",
