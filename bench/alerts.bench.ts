@@ -71,7 +71,6 @@ import type { Nats } from '../src/eventstore/nats.js';
 import { serviceNames } from '../src/eventstore/streams.js';
 import { createAlertsService, type AlertsService } from '../src/services/alerts/index.js';
 import { PREFIX as INBOX_PREFIX } from '../src/services/alerts/read-model.js';
-import { MAX_ALERTS_PER_EVENT } from '../src/services/alerts/events.js';
 import { INTAKE_AGGREGATE } from '../src/services/alerts/intake.js';
 import { USERS_PROJECTION, type AuthReadDb } from '../src/services/auth/read-model.js';
 import { renderEmail } from '../src/services/mailing/templates.js';

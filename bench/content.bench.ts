@@ -52,7 +52,6 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import pg from 'pg';
 import { connectNats, type Nats } from '../src/eventstore/nats.js';
 import { serviceNames } from '../src/eventstore/streams.js';
-import { TEST_POSTGRES_URL } from '../src/projections/testing/postgres.js';
 import { signedInUser, startTestSystem, type TestSystem, type TestUser } from '../src/testing/system.js';
 import {
   fmt,
@@ -625,9 +624,7 @@ async function setup(): Promise<Setup> {
   );
   const threadIds = threads.map((t) => t.id as string);
 
-  const url = new URL(TEST_POSTGRES_URL);
-  url.pathname = `/${sys.databases.content.name}`;
-  const contentUrl = url.toString();
+  const contentUrl = sys.databases.content.url;
   // The same pool size as the service's (src/projections/testing/postgres.ts).
   const pool = new pg.Pool({ connectionString: contentUrl, max: 10 });
   cleanups.push(() => pool.end());

@@ -303,10 +303,9 @@ ensure_redis_at() {
   say "starting redis-server on 127.0.0.1:$port"
   as_root mkdir -p /var/lib/redis /var/log/redis
   # Sorted sets above 32 entries as skip lists, as alerts' Redis wants (docs/alerts.md); the
-  # services share this one on a fresh machine. `ziplist` is the name Redis 6 knows, which Redis 7
-  # takes as its alias for `listpack`.
+  # services share this one on a fresh machine.
   as_root redis-server --daemonize yes --bind 127.0.0.1 -::1 --port "$port" --save "" --appendonly no \
-    --zset-max-ziplist-entries 32 --dir /var/lib/redis --logfile "$log" >/dev/null
+    --zset-max-listpack-entries 32 --dir /var/lib/redis --logfile "$log" >/dev/null
   wait_for redis_answers "$host" "$port" \
     || die "Redis did not answer on $host:$port within ${TIMEOUT}s (see $log)"
 }

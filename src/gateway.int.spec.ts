@@ -28,12 +28,6 @@ const instances: ChildProcess[] = [];
 const ports: number[] = [];
 let gateway: string;
 
-function dbUrl(db: TestDatabase): string {
-  const url = new URL(process.env.TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres');
-  url.pathname = `/${db.name}`;
-  return url.toString();
-}
-
 async function waitFor(url: string, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -68,8 +62,8 @@ beforeAll(async () => {
         LOG_LEVEL: 'warn',
         TRUST_PROXY: '127.0.0.1',
         NATS_URL: nats.url,
-        AUTH_DATABASE_URL: dbUrl(authDb),
-        CONTENT_DATABASE_URL: dbUrl(contentDb),
+        AUTH_DATABASE_URL: authDb.url,
+        CONTENT_DATABASE_URL: contentDb.url,
         AUTH_REDIS_URL: redisUrl(1),
         CONTENT_REDIS_URL: redisUrl(2),
         ALERTS_REDIS_URL: redisUrl(3),

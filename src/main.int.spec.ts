@@ -27,11 +27,6 @@ afterAll(async () => {
 
 /** Runs the composition root as `npm start` would, on a free port. */
 function startMain(args: string[]): { child: ChildProcess; port: Promise<number>; output: () => string } {
-  const urlOf = (db: TestDatabase) => {
-    const url = new URL(process.env.TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres');
-    url.pathname = `/${db.name}`;
-    return url.toString();
-  };
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', ...args], {
     env: {
       ...process.env,
@@ -39,8 +34,8 @@ function startMain(args: string[]): { child: ChildProcess; port: Promise<number>
       LOG_LEVEL: 'info',
       NODE_ENV: 'development',
       NATS_URL: nats.url,
-      AUTH_DATABASE_URL: urlOf(database),
-      CONTENT_DATABASE_URL: urlOf(contentDatabase),
+      AUTH_DATABASE_URL: database.url,
+      CONTENT_DATABASE_URL: contentDatabase.url,
       AUTH_REDIS_URL: redis.url.replace(/\/0$/, '/1'),
       CONTENT_REDIS_URL: redis.url.replace(/\/0$/, '/2'),
       ALERTS_REDIS_URL: redis.url.replace(/\/0$/, '/3'),

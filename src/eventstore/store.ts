@@ -1,5 +1,5 @@
 import { AckPolicy, DeliverPolicy, JetStreamApiError, type ConsumerConfig, type JsMsg, type StoredMsg } from '@nats-io/jetstream';
-import { errors as natsErrors, nanos } from '@nats-io/nats-core';
+import { errors as natsErrors, nanos, type MsgHdrs } from '@nats-io/nats-core';
 import { v4 as uuidv4 } from 'uuid';
 import { ConcurrencyError } from './errors.js';
 import { decodeHeaders, decodeJson, encodeHeaders, encodeJson, type MessageMeta, type TraceContext } from './headers.js';
@@ -211,28 +211,30 @@ export function createJetStreamEventStore(opts: EventStoreOptions): EventStore {
 
 /** Decodes a message read with a direct get from an events stream. */
 function fromStoredMsg(m: StoredMsg): StoredEvent {
-  const meta = decodeHeaders(m.header);
-  return {
-    type: meta.type,
-    version: meta.version,
-    data: decodeJson(m.data),
-    meta,
-    subject: m.subject,
-    position: m.seq,
-    time: m.time,
-  };
+  return decodeEvent(m.header, m.data, m.subject, m.seq, m.time);
 }
 
 /** Decodes a JetStream message of an events stream (its body as null when `withData` is false). */
 export function toStoredEvent(m: JsMsg, withData = true): StoredEvent {
-  const meta = decodeHeaders(m.headers);
+  return decodeEvent(m.headers, withData ? m.data : undefined, m.subject, m.seq, m.time);
+}
+
+/** An event from a message's parts, however it was read (its body as null when `data` is undefined). */
+function decodeEvent(
+  headers: MsgHdrs | undefined,
+  data: Uint8Array | undefined,
+  subject: string,
+  position: number,
+  time: Date,
+): StoredEvent {
+  const meta = decodeHeaders(headers);
   return {
     type: meta.type,
     version: meta.version,
-    data: withData ? decodeJson(m.data) : null,
+    data: data === undefined ? null : decodeJson(data),
     meta,
-    subject: m.subject,
-    position: m.seq,
-    time: m.time,
+    subject,
+    position,
+    time,
   };
 }

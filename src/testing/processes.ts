@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { TEST_POSTGRES_URL, type TestDatabase } from '../projections/testing/postgres.js';
+import type { TestDatabase } from '../projections/testing/postgres.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 /** What a process keeps of its output for a failing test's message. */
@@ -43,8 +43,8 @@ export function forumEnv(servers: {
 }): Record<string, string> {
   return {
     NATS_URL: servers.natsUrl,
-    AUTH_DATABASE_URL: databaseUrl(servers.databases.auth),
-    CONTENT_DATABASE_URL: databaseUrl(servers.databases.content),
+    AUTH_DATABASE_URL: servers.databases.auth.url,
+    CONTENT_DATABASE_URL: servers.databases.content.url,
     AUTH_REDIS_URL: servers.redisUrls.auth,
     CONTENT_REDIS_URL: servers.redisUrls.content,
     ALERTS_REDIS_URL: servers.redisUrls.alerts,
@@ -55,13 +55,6 @@ export function forumEnv(servers: {
     // Clients come from addresses of their own in X-Forwarded-For, as behind the gateway.
     TRUST_PROXY: '127.0.0.1',
   };
-}
-
-/** The URL of a test database on the test Postgres. */
-export function databaseUrl(db: TestDatabase): string {
-  const url = new URL(TEST_POSTGRES_URL);
-  url.pathname = `/${db.name}`;
-  return url.toString();
 }
 
 // Children still alive when the test process exits (a crash, a timeout) are killed with it.

@@ -9,6 +9,8 @@ export const TEST_POSTGRES_URL = process.env.TEST_POSTGRES_URL ?? 'postgres://po
 
 export interface TestDatabase {
   readonly name: string;
+  /** Its connection URL, on the server it was made on. */
+  readonly url: string;
   readonly db: Kysely<any>;
   /** Closes the pool and drops the database. */
   drop(): Promise<void>;
@@ -28,6 +30,7 @@ export async function freshDatabase(serverUrl: string = TEST_POSTGRES_URL): Prom
   const db = connectPostgres(url.toString(), { log: testLog });
   return {
     name,
+    url: url.toString(),
     db,
     async drop() {
       await db.destroy();

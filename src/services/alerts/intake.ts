@@ -121,15 +121,18 @@ export async function intakePosition(store: EventStore, name: string, legacy?: (
  * Turns one notifications stream into alerts: a durable consumer (one instance at a time, a
  * lease) whose batches become `AlertsAlertsRaised` events on the intake's own aggregate
  * (`alerts.events.intake.<name>`), each carrying up to {@link MAX_ALERTS_PER_EVENT} alerts (and
- * {@link MAX_EVENT_BYTES}) and the position of the last notification it covers. That position is the intake's checkpoint, so
- * alerts and checkpoint are one append: a batch is raised once or not at all. Each append expects
+ * {@link MAX_EVENT_BYTES}) and the position of the last notification it covers. That position is
+ * the intake's checkpoint, so an event's alerts and the checkpoint that covers them are one
+ * append: each event is raised once or not at all. (A batch too large for one event becomes
+ * several, each covering only the notifications of its own alerts; after a crash between two,
+ * the rest is raised on the next start.) Each append expects
  * the aggregate's last revision, so an instance that lost its lease without knowing cannot
  * append behind the one that took over: its append is refused, it reads where the intake stands
  * and goes on after that.
  *
- * One append per batch instead of one per alert is what makes the intake cheap: an acknowledged
- * append costs several times a delivery, and the inbox projection and the email relay then read
- * one event per batch too.
+ * One append per batch (or per bounded part of it) instead of one per alert is what makes the
+ * intake cheap: an acknowledged append costs several times a delivery, and the inbox projection
+ * and the email relay then read one event per batch too.
  *
  * An alert's id derives from the notification's own id (its `Causation-Id`, shared by a
  * republished copy) and its recipient: a notification delivered twice within a batch raises one

@@ -179,7 +179,8 @@ export async function alertsRoutes(app: FastifyInstance, deps: AlertsRoutesDeps)
       const { id } = request.params as { id: string };
       // Which event raised the alert, from the inbox (a Redis outage answers 503 here, with
       // nothing sent); the handler reads that event. An alert the inbox does not have for this
-      // user is not found, as the decider would answer.
+      // user is not found, as the decider would answer, and so is one raised but not projected
+      // yet (the inbox lagging, or replaying after a flush): docs/alerts.md.
       const raised = await deps.queries.raised(id);
       if (raised === undefined || raised.userId !== user.userId) throw alertErrors.notFound(id);
       const body = { alertId: id, userId: user.userId, raisedAt: raised.position };
