@@ -1435,12 +1435,4 @@ async function main(): Promise<void> {
   console.log(JSON.stringify({ ...result, seconds: round((performance.now() - started) / 1000, 1) }));
 }
 
-main().then(
-  () => process.exit(process.exitCode ?? 0),
-  async (err: unknown) => {
-    if (run.signalled) return;
-    console.error(err);
-    await cleanup();
-    process.exit(1);
-  },
-);
+run.finish(main());

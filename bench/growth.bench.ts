@@ -597,9 +597,4 @@ async function main(): Promise<void> {
   console.log(JSON.stringify(result));
 }
 
-main()
-  .catch((err: unknown) => {
-    if (!run.signalled) console.error(err);
-    process.exitCode = 1;
-  })
-  .finally(() => cleanup());
+run.finish(main());

@@ -99,6 +99,12 @@ export interface BenchRun {
   abort(why: string, code: number): void;
   /** True once the run is being aborted: an error after that is the abort's, not the run's. */
   readonly signalled: boolean;
+  /**
+   * Ends the process with `main`'s outcome, after the cleanups: the exit code it set (0 by
+   * default) once it resolves; 1 and its error once it rejects. While the run is being aborted,
+   * the abort's code wins and the error (the abort's doing) is not printed.
+   */
+  finish(main: Promise<unknown>): void;
 }
 
 export function startBenchRun(opts: { maxSeconds?: number; cleanupTimeoutMs?: number } = {}): BenchRun {
@@ -106,6 +112,7 @@ export function startBenchRun(opts: { maxSeconds?: number; cleanupTimeoutMs?: nu
   const say = progressLogger(started);
   const cleanups: (() => Promise<unknown>)[] = [];
   let signalled = false;
+  let abortCode = 1;
   let cleaning: Promise<void> | undefined;
   const ignore = () => undefined;
   const cleanup = () =>
@@ -116,6 +123,7 @@ export function startBenchRun(opts: { maxSeconds?: number; cleanupTimeoutMs?: nu
   const abort = (why: string, code: number) => {
     if (signalled) return;
     signalled = true;
+    abortCode = code;
     say(`${why}: cleaning up`);
     process.on('uncaughtException', ignore);
     process.on('unhandledRejection', ignore);
@@ -142,6 +150,19 @@ export function startBenchRun(opts: { maxSeconds?: number; cleanupTimeoutMs?: nu
     abort,
     get signalled() {
       return signalled;
+    },
+    finish(main) {
+      main.then(
+        async () => {
+          await cleanup();
+          process.exit(signalled ? abortCode : (process.exitCode ?? 0));
+        },
+        async (err: unknown) => {
+          if (!signalled) console.error(err);
+          await cleanup();
+          process.exit(signalled ? abortCode : 1);
+        },
+      );
     },
   };
 }

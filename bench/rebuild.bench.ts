@@ -1678,9 +1678,4 @@ async function profileCacheFigure(nats: Nats, db: Kysely<any>, g: Generated) {
   };
 }
 
-main()
-  .catch((err: unknown) => {
-    if (!run.signalled) console.error(err);
-    process.exitCode = 1;
-  })
-  .finally(() => cleanup());
+run.finish(main());

@@ -1409,8 +1409,4 @@ async function main(): Promise<void> {
   console.log(JSON.stringify({ ...output, seconds: round((performance.now() - started) / 1000, 1) }));
 }
 
-main().catch(async (err: unknown) => {
-  if (!run.signalled) console.error(err);
-  await cleanup();
-  process.exit(1);
-});
+run.finish(main());
