@@ -522,7 +522,8 @@ async function intakeBenchmark(sys: TestSystem, users: readonly BenchUser[]) {
     // When the intake appended its last event (the stream's own time stamp), read afterwards.
     const lastIntake = await sys.runtimes.alerts.store.last(INTAKE_AGGREGATE, 'alerts-from-content');
     const upTo = (lastIntake?.data as { upTo?: number } | undefined)?.upTo;
-    if (upTo !== fill.lastSeq) throw new Error(`the intake's last event covers ${upTo}, not this run's last notification (${fill.lastSeq})`);
+    if (upTo !== fill.lastSeq)
+      throw new Error(`the intake's last event covers ${upTo}, not this run's last notification (${fill.lastSeq})`);
     const intakeMs = lastIntake!.time.getTime() - wallT0;
     // The email relay reads the same events (none of them makes an email); it must be through
     // them before what comes next, which it would otherwise share the process with.
