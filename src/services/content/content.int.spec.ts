@@ -132,6 +132,13 @@ describe('the life of a thread', () => {
     const listing = await content('GET', `/sections/${sectionId}/threads`, { minPosition: deleted.position });
     const placeholder = listing.body.items.find((t: any) => t.id === thread.id);
     expect(placeholder).toMatchObject({ deleted: true, title: null, author: null });
+    // Its posts are hidden with it, on a page and on a jump to one of them.
+    for (const query of ['', `?postId=${after.id}`]) {
+      const page = await content('GET', `/threads/${thread.id}/posts${query}`, { minPosition: deleted.position });
+      expect(page.status).toBe(200);
+      expect(page.body.items.length).toBeGreaterThan(0);
+      for (const item of page.body.items) expect(item.deleted, query).toBe(true);
+    }
     expect((await content('POST', `/threads/${thread.id}/posts`, { body: { body: 'x' }, as: bob })).body.code).toBe(
       'thread-deleted',
     );
