@@ -50,8 +50,6 @@
  *   TEST_POSTGRES_URL        the maintenance database (default postgres://postgres@127.0.0.1:5432/postgres)
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
-import { Session } from 'node:inspector/promises';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { createRequire } from 'node:module';
 import os from 'node:os';
@@ -88,6 +86,7 @@ import {
   sleep,
   sorted,
   startBenchRun,
+  startCpuProfile,
   WORKER_HTTP_REQUEST_SOURCE,
 } from './lib.js';
 
@@ -247,26 +246,14 @@ function startUsage() {
   };
 }
 
-async function startProfiler() {
-  const session = new Session();
-  session.connect();
-  await session.post('Profiler.enable');
-  await session.post('Profiler.start');
-  return {
-    async stop(file: string) {
-      const { profile } = await session.post('Profiler.stop');
-      await writeFile(file, JSON.stringify(profile));
-      session.disconnect();
-      say(`CPU profile of the main thread written to ${file}`);
-    },
-  };
-}
-
 /** Starts the profiler when this figure is the one asked for; the returned stop() is a no-op otherwise. */
 async function maybeProfile(figure: string): Promise<() => Promise<void>> {
   if (CPU_PROFILE === undefined || PROFILE !== figure) return async () => undefined;
-  const p = await startProfiler();
-  return () => p.stop(CPU_PROFILE);
+  const p = await startCpuProfile();
+  return async () => {
+    await p.stop(CPU_PROFILE);
+    say(`CPU profile of the main thread written to ${CPU_PROFILE}`);
+  };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -40,9 +40,6 @@
  *   TEST_POSTGRES_URL     the maintenance database (default postgres://postgres@127.0.0.1:5432/postgres)
  */
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
-import { Session } from 'node:inspector/promises';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
@@ -57,6 +54,7 @@ import {
   fmt,
   intEnv,
   latencySummary,
+  machineCpuSeconds,
   median,
   percentile,
   registerRawPublishRoute,
@@ -64,6 +62,7 @@ import {
   sleep,
   sorted,
   startBenchRun,
+  startCpuProfile,
   WORKER_HTTP_REQUEST_SOURCE,
 } from './lib.js';
 
@@ -92,33 +91,6 @@ const ADMIN = `bench-admin-${randomBytes(3).toString('hex')}@forum.test`;
 const run = startBenchRun({ maxSeconds: MAX_SECONDS });
 const { started, say, cleanups, cleanup } = run;
 const epoch = () => performance.timeOrigin + performance.now();
-
-/** Busy and total jiffies of the whole machine (all processes: nats-server, Postgres, Redis too). */
-function machineCpu(): { busy: number; total: number } | undefined {
-  try {
-    const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!;
-    const f = line.trim().split(/\s+/).slice(1).map(Number);
-    const total = f.slice(0, 8).reduce((a, b) => a + b, 0);
-    return { busy: total - f[3]! - f[4]!, total };
-  } catch {
-    return undefined;
-  }
-}
-
-async function startProfiler() {
-  const session = new Session();
-  session.connect();
-  await session.post('Profiler.enable');
-  await session.post('Profiler.start');
-  return {
-    async stop(file: string) {
-      const { profile } = await session.post('Profiler.stop');
-      await writeFile(file, JSON.stringify(profile));
-      session.disconnect();
-      say(`CPU profile of the main thread written to ${file}`);
-    },
-  };
-}
 
 // ---------------------------------------------------------------------------------------------
 // The HTTP client, in a worker thread (plain JS: it is evaluated as is, not through tsx)
@@ -346,7 +318,7 @@ interface Block {
 }
 
 async function measured(client: Client, job: ClosedJob | OpenJob, profileTo?: string): Promise<Block & { raw: ClientResult }> {
-  const profiler = profileTo === undefined ? undefined : await startProfiler();
+  const profiler = profileTo === undefined ? undefined : await startCpuProfile();
   const delay = monitorEventLoopDelay({ resolution: 1 });
   const gc = { totalMs: 0, maxMs: 0, count: 0 };
   const gcObserver = new PerformanceObserver((list) => {
@@ -358,27 +330,29 @@ async function measured(client: Client, job: ClosedJob | OpenJob, profileTo?: st
   });
   gcObserver.observe({ entryTypes: ['gc'] });
   delay.enable();
-  const m0 = machineCpu();
+  const m0 = machineCpuSeconds();
   const cpu0 = process.cpuUsage();
   const elu0 = performance.eventLoopUtilization();
   const r = await client.run(job);
   const elu = performance.eventLoopUtilization(elu0);
   const cpu = process.cpuUsage(cpu0);
-  const m1 = machineCpu();
+  const m1 = machineCpuSeconds();
   delay.disable();
   gcObserver.disconnect();
-  if (profiler !== undefined) await profiler.stop(profileTo!);
+  if (profiler !== undefined) {
+    await profiler.stop(profileTo!);
+    say(`CPU profile of the main thread written to ${profileTo}`);
+  }
   const n = r.latencies.length;
   let maxPosition = 0;
   for (const p of r.positions) if (p > maxPosition) maxPosition = p;
-  const jiffyUs = 1_000_000 / 100; // USER_HZ
   return {
     perSecond: ((n - r.errors) * 1000) / r.ms,
     latencies: r.latencies,
     cpuUsPerOp: (cpu.user + cpu.system) / n,
     mainThreadUsPerOp: (elu.active * 1000) / n,
     eventLoopUtilization: elu.utilization,
-    machineCpuUsPerOp: m0 === undefined || m1 === undefined ? null : ((m1.busy - m0.busy) * jiffyUs) / n,
+    machineCpuUsPerOp: m0 === undefined || m1 === undefined ? null : ((m1.busy - m0.busy) * 1_000_000) / n,
     machineBusy: m0 === undefined || m1 === undefined ? null : (m1.busy - m0.busy) / Math.max(1, m1.total - m0.total),
     errors: r.errors,
     firstError: r.firstError,
@@ -1244,9 +1218,9 @@ async function main(): Promise<void> {
         .map((l) => l.toFixed(2))
         .join(' ')}, node ${process.version}`,
   );
-  const m0 = machineCpu();
+  const m0 = machineCpuSeconds();
   await sleep(1_000);
-  const m1 = machineCpu();
+  const m1 = machineCpuSeconds();
   const busyBeforeStart = m0 === undefined || m1 === undefined ? null : round((m1.busy - m0.busy) / (m1.total - m0.total), 2);
   say(`machine busy before the start (1 s): ${busyBeforeStart ?? 'unknown'}`);
   const client = startClient();
