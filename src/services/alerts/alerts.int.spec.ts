@@ -350,4 +350,13 @@ describe('reading alerts', () => {
     expect(cases.map((c) => c.status)).toEqual([401, 400, 400, 400, 404, 401]);
     for (const c of cases) expect(c.headers['content-type']).toContain('application/problem+json');
   });
+
+  it('refuses cursors that are not a score with 400 problem+json', async () => {
+    const u = await signedInUser(sys);
+    for (const cursor of ['1.', '.5', '-1', '1e5', '1.1234567890123', '1234567890123456', '1.5.2', ' 1']) {
+      const r = await call('GET', `/api/alerts?cursor=${encodeURIComponent(cursor)}`, { as: u });
+      expect(r.status, cursor).toBe(400);
+      expect(r.headers['content-type']).toContain('application/problem+json');
+    }
+  });
 });
