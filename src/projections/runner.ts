@@ -109,6 +109,8 @@ export interface ProjectionRunnerOptions {
   /**
    * Bounds the bytes of messages buffered (and so of one batch, at most half of it) instead of
    * their number: for a stream of large events, whose `batchSize * 2` would take too much memory.
+   * It must exceed the largest message (headers and subject included): JetStream delivers no
+   * message larger than a pull's `max_bytes`, and the consumer would wait on it for ever.
    */
   readonly maxBufferBytes?: number;
   /**
