@@ -365,6 +365,25 @@ describe('command bus', () => {
     expect((await listDeadLetters(t.nats, t.names)).some((d) => d.msgId === r.commandId)).toBe(false);
   });
 
+  it('puts back a command consumer whose settings were changed, at the next start', async () => {
+    await stopInstances();
+    const consumer = `${t.names.service}-command-handlers`;
+    const before = (await t.nats.jsm.consumers.info(t.names.commandsStream, consumer)).config;
+    await t.nats.jsm.consumers.update(t.names.commandsStream, consumer, {
+      description: 'changed by hand',
+      ack_wait: nanos(5_000),
+      max_ack_pending: 7,
+    });
+    await startInstance();
+    expect((await t.nats.jsm.consumers.info(t.names.commandsStream, consumer)).config).toMatchObject({
+      description: before.description,
+      ack_wait: before.ack_wait,
+      max_ack_pending: before.max_ack_pending,
+    });
+    // Two instances again, as the later tests expect.
+    await startInstance();
+  });
+
   it('recreates a deleted command consumer and goes on handling commands', async () => {
     // Both instances past their start-up (which ensures the consumer) before it is deleted.
     await openAccount();

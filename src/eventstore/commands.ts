@@ -338,12 +338,21 @@ export function createCommandProcessor(opts: CommandProcessorOptions): CommandPr
       max_ack_pending: Math.max(1_000, concurrency * 4),
     };
     try {
-      await nats.jsm.consumers.info(names.commandsStream, consumerName);
-      await nats.jsm.consumers.update(names.commandsStream, consumerName, {
-        description: config.description,
-        ack_wait: config.ack_wait,
-        max_ack_pending: config.max_ack_pending,
-      });
+      const info = await nats.jsm.consumers.info(names.commandsStream, consumerName);
+      // Updated only when it differs: every instance runs this at every start, and a write to
+      // the consumer's stored config is not free (nats-server 2.9 can fail one racing a delete).
+      const current = info.config;
+      if (
+        current.description !== config.description ||
+        current.ack_wait !== config.ack_wait ||
+        current.max_ack_pending !== config.max_ack_pending
+      ) {
+        await nats.jsm.consumers.update(names.commandsStream, consumerName, {
+          description: config.description,
+          ack_wait: config.ack_wait,
+          max_ack_pending: config.max_ack_pending,
+        });
+      }
     } catch (err) {
       if (!(err instanceof JetStreamApiError && err.code === 10014)) throw err;
       await nats.jsm.consumers.add(names.commandsStream, config);
