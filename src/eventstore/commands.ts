@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import canonicalize from 'canonicalize';
-import { AckPolicy, JetStreamApiError, type JsMsg } from '@nats-io/jetstream';
+import { AckPolicy, type JsMsg } from '@nats-io/jetstream';
 import type { KV } from '@nats-io/kv';
 import { openBucket } from './buckets.js';
 import { nanos, nuid, type Msg, type Subscription } from '@nats-io/nats-core';
@@ -21,7 +21,7 @@ import { decodeHeaders, decodeJson, encodeHeaders, encodeJson, Header, type Mess
 import { PULL_EXPIRES_MS, type Nats } from './nats.js';
 import { createAggregateRepository, type AggregateRepository } from './repository.js';
 import type { EventStore } from './store.js';
-import { serviceNames, type ServiceNames } from './streams.js';
+import { ensureDurableConsumer, serviceNames, type ServiceNames } from './streams.js';
 import { trackCommand, watchConsumer, type CommandOutcomeLabel } from '../observability/metrics.js';
 import { currentTraceparent, inSpan, messageAttributes, startSpan, type SpanHandle } from '../observability/tracing.js';
 
@@ -337,26 +337,7 @@ export function createCommandProcessor(opts: CommandProcessorOptions): CommandPr
       ack_wait: nanos(30_000),
       max_ack_pending: Math.max(1_000, concurrency * 4),
     };
-    try {
-      const info = await nats.jsm.consumers.info(names.commandsStream, consumerName);
-      // Updated only when it differs: every instance runs this at every start, and a write to
-      // the consumer's stored config is not free (nats-server 2.9 can fail one racing a delete).
-      const current = info.config;
-      if (
-        current.description !== config.description ||
-        current.ack_wait !== config.ack_wait ||
-        current.max_ack_pending !== config.max_ack_pending
-      ) {
-        await nats.jsm.consumers.update(names.commandsStream, consumerName, {
-          description: config.description,
-          ack_wait: config.ack_wait,
-          max_ack_pending: config.max_ack_pending,
-        });
-      }
-    } catch (err) {
-      if (!(err instanceof JetStreamApiError && err.code === 10014)) throw err;
-      await nats.jsm.consumers.add(names.commandsStream, config);
-    }
+    await ensureDurableConsumer(nats.jsm, names.commandsStream, config);
   }
 
   /** Answers a waiting sender; `payloadHash` is that of the command the result belongs to. */

@@ -5,6 +5,7 @@ import {
   StorageType,
   type JetStreamManager,
   type StreamConfig,
+  type ConsumerConfig,
 } from '@nats-io/jetstream';
 import { nanos } from '@nats-io/nats-core';
 
@@ -149,4 +150,33 @@ export async function ensureStreams(jsm: JetStreamManager, configs: readonly Nam
     }
     await jsm.streams.update(name, config);
   }
+}
+
+/**
+ * Creates a durable pull consumer that is missing, or brings an existing one's description, ack
+ * wait and ack-pending limit to `config` (the settings its users may change between versions).
+ * It is written only when they differ: every instance runs this at every start, and nats-server
+ * 2.9 can fail a write to a consumer that was deleted and recreated moments before.
+ */
+export async function ensureDurableConsumer(
+  jsm: JetStreamManager,
+  stream: string,
+  config: Partial<ConsumerConfig> & { durable_name: string },
+): Promise<void> {
+  let current: ConsumerConfig;
+  try {
+    current = (await jsm.consumers.info(stream, config.durable_name)).config;
+  } catch (err) {
+    if (!(err instanceof JetStreamApiError && err.code === 10014)) throw err;
+    // Adding the same configuration twice is no error, so two instances may race here.
+    await jsm.consumers.add(stream, config);
+    return;
+  }
+  const changed: Partial<ConsumerConfig> = {};
+  if (config.description !== undefined && current.description !== config.description) changed.description = config.description;
+  if (config.ack_wait !== undefined && current.ack_wait !== config.ack_wait) changed.ack_wait = config.ack_wait;
+  if (config.max_ack_pending !== undefined && current.max_ack_pending !== config.max_ack_pending) {
+    changed.max_ack_pending = config.max_ack_pending;
+  }
+  if (Object.keys(changed).length > 0) await jsm.consumers.update(stream, config.durable_name, changed);
 }

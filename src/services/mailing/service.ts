@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import canonicalize from 'canonicalize';
-import { AckPolicy, JetStreamApiError, type Consumer, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
+import { AckPolicy, type Consumer, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
 import { nanos } from '@nats-io/nats-core';
 import addressparser from 'nodemailer/lib/addressparser';
 import MailComposer from 'nodemailer/lib/mail-composer';
@@ -13,6 +13,7 @@ import { decodeHeaders, decodeJson, Header } from '../../eventstore/headers.js';
 import { watchConsumer } from '../../observability/metrics.js';
 import { currentTraceId, inSpan, messageAttributes } from '../../observability/tracing.js';
 import type { ServiceRuntime } from '../../eventstore/service-runtime.js';
+import { ensureDurableConsumer } from '../../eventstore/streams.js';
 import { DELIVERY_RECORD_TTL_MS, openDeliveryRecords, type DeliveryRecord, type DeliveryRecords } from './records.js';
 import { createSmtpPool, type SendOutcome, type SmtpPool } from './smtp-pool.js';
 import { renderEmail, type RenderedEmail } from './templates.js';
@@ -160,17 +161,7 @@ export function createMailingService(opts: MailingServiceOptions): MailingServic
       max_deliver: -1,
       max_ack_pending: Math.max(1_000, concurrency * 4),
     };
-    try {
-      await nats.jsm.consumers.info(names.commandsStream, MAILING_CONSUMER);
-      await nats.jsm.consumers.update(names.commandsStream, MAILING_CONSUMER, {
-        description: config.description,
-        ack_wait: config.ack_wait,
-        max_ack_pending: config.max_ack_pending,
-      });
-    } catch (err) {
-      if (!(err instanceof JetStreamApiError && err.code === 10014)) throw err;
-      await nats.jsm.consumers.add(names.commandsStream, config);
-    }
+    await ensureDurableConsumer(nats.jsm, names.commandsStream, config);
     return nats.js.consumers.get(names.commandsStream, MAILING_CONSUMER);
   }
 
