@@ -1,7 +1,7 @@
 import type { KV } from '@nats-io/kv';
 import type { Logger } from 'pino';
 import type { TSchema } from 'typebox';
-import type { MessageDefinition } from '../../schemas/message.js';
+import type { MessageDefinition, ValidationIssue } from '../../schemas/message.js';
 import { InvalidMessageError } from '../eventstore/errors.js';
 import { nameUuid, namespaceOf } from '../eventstore/ids.js';
 import { encodeHeaders } from '../eventstore/headers.js';
@@ -101,11 +101,21 @@ export function createCommandRelay(opts: CommandRelayOptions): ProjectionRunner 
             continue;
           }
           const commands = await opts.toCommands(e);
+          // An invalid command does not hold back the valid ones of the same event (one email
+          // among a thousand alerts): they are sent, and the event is parked afterwards naming
+          // the invalid ones. A replay sends the valid ones again under the same ids, which the
+          // target recognises.
+          const invalid: ValidationIssue[] = [];
+          let invalidCommands = 0;
           for (const [i, c] of commands.entries()) {
             const def = c.definition;
             if (def.subject === undefined) throw new Error(`${def.type} has no subject`);
             if (!def.validator.check(c.data)) {
-              throw new InvalidMessageError(`relay made an invalid ${def.type} from ${e.type}`, def.validator.issues(c.data));
+              invalidCommands++;
+              for (const issue of def.validator.issues(c.data)) {
+                invalid.push({ path: `command ${i} (${def.type})${issue.path}`, message: issue.message });
+              }
+              continue;
             }
             const source = `${opts.stream ?? names.eventsStream}:${e.position}`;
             const commandId = nameUuid(c.key ?? `${source}:${i}`, COMMAND_NAMESPACE);
@@ -140,6 +150,12 @@ export function createCommandRelay(opts: CommandRelayOptions): ProjectionRunner 
                     { [SourceSequenceHeader]: String(e.position) },
                   ),
                 }),
+            );
+          }
+          if (invalidCommands > 0) {
+            throw new InvalidMessageError(
+              `relay made ${invalidCommands} invalid command(s) of ${commands.length} from ${e.type}, and sent the others`,
+              invalid,
             );
           }
         }
