@@ -32,6 +32,7 @@
  *   BENCH_USERS              signed-up users who receive the alerts of figure 1 (default 200)
  *   BENCH_NOTIFICATIONS      notifications of figure 1 (default 20,000)
  *   BENCH_INTAKE_REPS        runs of figure 1, each a raw run then a subject run (default 3; medians)
+ *   BENCH_INTAKE_WARMUP      such pairs run first and not counted (default 1)
  *   BENCH_PUBLISH_IN_FLIGHT  publishes in flight when filling streams (default 256)
  *   BENCH_READERS            signed-in users whose alerts are read (default 8)
  *   BENCH_ALERTS_PER_READER  alerts each reader has (default 20)
@@ -93,6 +94,7 @@ import {
 const USERS = intEnv('BENCH_USERS', 200);
 const NOTIFICATIONS = intEnv('BENCH_NOTIFICATIONS', 20_000);
 const INTAKE_REPS = intEnv('BENCH_INTAKE_REPS', 3);
+const INTAKE_WARMUP = intEnv('BENCH_INTAKE_WARMUP', 1);
 const PUBLISH_IN_FLIGHT = intEnv('BENCH_PUBLISH_IN_FLIGHT', 256);
 const READERS = intEnv('BENCH_READERS', 8);
 const ALERTS_PER_READER = intEnv('BENCH_ALERTS_PER_READER', 20);
@@ -430,7 +432,10 @@ async function intakeBenchmark(sys: TestSystem, users: readonly BenchUser[]) {
   say(`intake: building ${fmt(NOTIFICATIONS)} ContentThreadRepliedNotifications for ${users.length} users`);
   const first = build();
   const bytes = first.reduce((s, m) => s + m.data.length, 0);
-  say(`intake: ${fmt(bytes / NOTIFICATIONS)} bytes of body each; ${INTAKE_REPS} runs, each a raw run then an alerts run`);
+  say(
+    `intake: ${fmt(bytes / NOTIFICATIONS)} bytes of body each; ${INTAKE_REPS} runs (after ${INTAKE_WARMUP} not counted), ` +
+      'each a raw run then an alerts run',
+  );
 
   // The raw stream: the same bodies and headers, on a subject of its own, stored as
   // CONTENT_NOTIFICATIONS is (file). Emptied and filled again before each raw run with that
@@ -523,7 +528,7 @@ async function intakeBenchmark(sys: TestSystem, users: readonly BenchUser[]) {
     const inRedis = (await sumOfLists(sys, users)) - listsBefore;
     const perSecond = (NOTIFICATIONS * 1000) / doneMs;
     say(
-      `intake run ${rep}: ${fmt(NOTIFICATIONS)} notifications → ${fmt(inRedis)} alerts in Redis in ${(doneMs / 1000).toFixed(2)} s ` +
+      `intake ${rep < 1 ? 'warm-up' : `run ${rep}`}: ${fmt(NOTIFICATIONS)} notifications → ${fmt(inRedis)} alerts in Redis in ${(doneMs / 1000).toFixed(2)} s ` +
         `(${fmt(perSecond)}/s; intake done at ${(intakeMs / 1000).toFixed(2)} s with the inbox ${inboxBehind} events behind; ` +
         `${fmt(alertEvents)} AlertsAlertsRaised events; start() took ${startedMs.toFixed(0)} ms)`,
     );
@@ -547,13 +552,21 @@ async function intakeBenchmark(sys: TestSystem, users: readonly BenchUser[]) {
   const raw: Awaited<ReturnType<typeof rawConsume>>[] = [];
   const subject: Awaited<ReturnType<typeof subjectRun>>[] = [];
   const rawFills: Awaited<ReturnType<typeof fillRawWith>>[] = [];
-  for (let rep = 1; rep <= INTAKE_REPS; rep++) {
-    const messages = rep === 1 ? first : build();
-    rawFills.push(await fillRawWith(messages));
+  // Warm-up pairs first, not counted: the first run of each side is its slowest (the JIT has
+  // not compiled its code yet), and a service that has been running is warm.
+  for (let rep = 1 - INTAKE_WARMUP; rep <= INTAKE_REPS; rep++) {
+    const warmUp = rep < 1;
+    const messages = rep === 1 - INTAKE_WARMUP ? first : build();
+    const rawFill = await fillRawWith(messages);
     const r = await rawConsume(nats, NOTIFICATIONS, rep);
+    say(
+      `intake: raw consume-and-ack ${warmUp ? 'warm-up' : `run ${rep}`}: ${fmt(r.perSecond)} messages/s (${r.seconds.toFixed(2)} s)`,
+    );
+    const x = await subjectRun(rep, messages);
+    if (warmUp) continue;
+    rawFills.push(rawFill);
     raw.push(r);
-    say(`intake: raw consume-and-ack run ${rep}: ${fmt(r.perSecond)} messages/s (${r.seconds.toFixed(2)} s)`);
-    subject.push(await subjectRun(rep, messages));
+    subject.push(x);
   }
   redis.disconnect();
   await nats.jsm.streams.delete(RAW_STREAM);
@@ -1394,6 +1407,7 @@ async function main(): Promise<void> {
       users: USERS,
       notifications: NOTIFICATIONS,
       intakeReps: INTAKE_REPS,
+      intakeWarmUp: INTAKE_WARMUP,
       publishInFlight: PUBLISH_IN_FLIGHT,
       readers: READERS,
       alertsPerReader: ALERTS_PER_READER,

@@ -35,6 +35,10 @@ export interface AppendResult {
   readonly position: number;
   /** True when the server had already stored this very event (a retried publish). */
   readonly duplicate: boolean;
+  /** The event's `Nats-Msg-Id`: with the position, what tells this very message when it is read. */
+  readonly msgId: string;
+  /** The size of the event's body as stored (JSON). */
+  readonly bytes: number;
 }
 
 export interface EventStore {
@@ -119,7 +123,7 @@ export function createJetStreamEventStore(opts: EventStoreOptions): EventStore {
           timeout,
           expect: { lastSubjectSequence: input.expectedRevision, streamName: stream },
         });
-        return { position: ack.seq, duplicate: ack.duplicate };
+        return { position: ack.seq, duplicate: ack.duplicate, msgId: msgID, bytes: data.length };
       } catch (err) {
         if (err instanceof JetStreamApiError && err.code === 10071) {
           countConflict(names.service, input.aggregate, input.trace.causationId);

@@ -4,7 +4,7 @@ import { encodeHeaders, encodeJson, Header } from '../eventstore/headers.js';
 import { createPostgresProjection, type PostgresProjection, type PostgresProjectionDefinition } from './postgres.js';
 import type { ProjectionTarget } from './runner.js';
 import { createProjectionBed, sleep, type ProjectionBed } from './testing/bed.js';
-import { ledgerBalancesDefinition, readAccounts, type LedgerDb } from './testing/ledger.js';
+import { ledgerBalancesDefinition, ledgerSource, readAccounts, type LedgerDb } from './testing/ledger.js';
 import { freshDatabase, type TestDatabase } from './testing/postgres.js';
 
 describe('projection runner', () => {
@@ -65,6 +65,36 @@ describe('projection runner', () => {
         b.slice(0, -1).reduce((x, y) => x + y, 0),
         JSON.stringify(b),
       ).toBeLessThan(200);
+  });
+
+  it('takes the body a source knows (its own append) as it is, and decodes every other message', async () => {
+    const { ledger, service } = bed;
+    const inner = await projection();
+    const seen = new Map<number, unknown>();
+    const target: ProjectionTarget = {
+      checkpoint: () => inner.checkpoint(),
+      healthy: () => inner.healthy(),
+      async apply(events, upTo) {
+        for (const e of events) seen.set(e.position, e.data);
+        await inner.apply(events, upTo);
+      },
+    };
+    await ledger.open('a', 'ann');
+    const second = await ledger.credit('a', 5);
+    await ledger.credit('a', 7);
+    const known = { accountId: 'a', amount: 5 };
+    const runner = bed.startRunner(inner.definition.name, target, {
+      source: { ...ledgerSource(service.names, inner.definition.name), known: (m) => (m.seq === second ? known : undefined) },
+    });
+
+    expect(await runner.waitForPosition(ledger.lastPosition, 5_000)).toBe(true);
+    expect(seen.get(second)).toBe(known);
+    expect([...seen.values()]).toEqual([
+      { accountId: 'a', owner: 'ann' },
+      { accountId: 'a', amount: 5 },
+      { accountId: 'a', amount: 7 },
+    ]);
+    expect(await readAccounts(pg.db, inner.definition.name)).toEqual(ledger.expected());
   });
 
   it('parks messages that fail their schema or are not JSON in the dead-letter stream, with error and origin, and goes on', async () => {

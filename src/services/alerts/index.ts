@@ -14,6 +14,7 @@ import {
   ContentThreadRepliedNotification,
 } from '../../../schemas/content.js';
 import { openBucket } from '../../eventstore/buckets.js';
+import { createRecentAppends } from '../../eventstore/recent-appends.js';
 import { createCommandProcessor, type CommandSender } from '../../eventstore/commands.js';
 import { RemoteError } from '../../eventstore/errors.js';
 import { request } from '../../eventstore/requests.js';
@@ -46,6 +47,12 @@ const ALERTS_EVENTS_BUFFER_BYTES = 8 * 1024 * 1024;
  * intake in bench:alerts, against 9–31 at 1 MiB (docs/alerts.md).
  */
 const INBOX_BATCH_BYTES = 1024 * 1024;
+/**
+ * How much of the intakes' last events is kept for the inbox (see `createRecentAppends`), as
+ * JSON: the inbox ran up to 31 events (about 4.5 MB) behind the intake in bench:alerts. As
+ * objects, a few times that, held also when another instance leads the inbox.
+ */
+const RECENT_APPENDS_BYTES = 8 * 1024 * 1024;
 
 export interface AlertsServiceOptions {
   readonly runtime: ServiceRuntime;
@@ -119,6 +126,9 @@ export function createAlertsService(opts: AlertsServiceOptions): AlertsService {
     log,
     handlers: alertsCommandHandlers({ eventAt: (position) => store.at(position) }),
   });
+  // The intakes' events, handed to the inbox of this process as the objects they were built from
+  // (the inbox, when this instance leads it, takes each one moments after its append).
+  const appended = createRecentAppends({ maxBytes: RECENT_APPENDS_BYTES });
   const inbox = createRedisProjection(inboxProjection, redis);
   const inboxRunner = createProjectionRunner({
     nats,
@@ -134,6 +144,7 @@ export function createAlertsService(opts: AlertsServiceOptions): AlertsService {
       description: "alerts: the alerts in alerts' Redis (lists, unread sets, read states), from ALERTS_EVENTS.",
       stream: names.eventsStream,
       events: ALERTS_EVENTS,
+      known: (m) => appended.take(m),
     },
   });
   const runners: ProjectionRunner[] = [];
@@ -172,6 +183,7 @@ export function createAlertsService(opts: AlertsServiceOptions): AlertsService {
           checkpoints,
           // A user's first alert fetches their replica (for their nickname).
           recipient: (userId) => users.get(userId),
+          appended,
         });
       runners.push(
         intake('alerts-from-content', serviceNames('content').notificationsStream, [

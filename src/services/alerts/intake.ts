@@ -14,6 +14,7 @@ import { nameUuid, namespaceOf } from '../../eventstore/ids.js';
 import type { Leases } from '../../eventstore/leases.js';
 import type { Nats } from '../../eventstore/nats.js';
 import type { EventStore, StoredEvent } from '../../eventstore/store.js';
+import type { RecentAppends } from '../../eventstore/recent-appends.js';
 import type { ServiceNames } from '../../eventstore/streams.js';
 import { createProjectionRunner, type ProjectionRunner } from '../../projections/runner.js';
 import {
@@ -155,6 +156,8 @@ export function createAlertIntake(opts: {
   checkpoints: KV;
   /** Called with each recipient before its alerts are raised (first sight: the replica is fetched). */
   recipient(userId: string): Promise<unknown>;
+  /** Where the events appended are kept for the inbox of the same process (not decoded again). */
+  appended?: RecentAppends;
 }): ProjectionRunner {
   const { store, name } = opts;
   const legacyKey = `intake.${name}`;
@@ -231,14 +234,12 @@ export function createAlertIntake(opts: {
       // One important alert: the event is in its conversation; otherwise in one of its own (each
       // important alert keeps its own trace).
       const only = chunk.length === 1 ? chunk[0]!.alert.trace : undefined;
-      const { position: revision } = await store.append({
+      // Every alert was checked above, and a chunk keeps within the event's bounds: the event is valid.
+      const data = { upTo: chunkUpTo, alerts: chunk.map((r) => r.alert) };
+      const appended = await store.append({
         aggregate: INTAKE_AGGREGATE,
         id: name,
-        event: {
-          type: AlertsRaised.type,
-          version: AlertsRaised.version,
-          data: { upTo: chunkUpTo, alerts: chunk.map((r) => r.alert) },
-        },
+        event: { type: AlertsRaised.type, version: AlertsRaised.version, data },
         expectedRevision: at.revision,
         headers: { [IMPORTANT_ALERTS_HEADER]: String(chunk.filter((r) => IMPORTANT.has(r.alert.content.kind)).length) },
         trace: {
@@ -247,6 +248,8 @@ export function createAlertIntake(opts: {
           traceparent: only?.traceparent,
         },
       });
+      opts.appended?.remember(appended, data);
+      const revision = appended.position;
       at = { revision, upTo: chunkUpTo, stored: chunkUpTo, legacy: false };
       position = at;
       i = end;
