@@ -29,16 +29,18 @@ export interface AppendInput {
   readonly trace: TraceContext;
   /** Headers of the event's own, besides the platform's: what a reader may look at before the body. */
   readonly headers?: Readonly<Record<string, string>>;
+  /**
+   * The event's `Nats-Msg-Id`, fresh when not given: a caller that must recognise its event when
+   * a consumer reads it back (see `createRecentAppends`) chooses it before the append, as the
+   * message may be delivered before the append returns. It must be new for each event.
+   */
+  readonly msgId?: string;
 }
 
 export interface AppendResult {
   readonly position: number;
   /** True when the server had already stored this very event (a retried publish). */
   readonly duplicate: boolean;
-  /** The event's `Nats-Msg-Id`: with the position, what tells this very message when it is read. */
-  readonly msgId: string;
-  /** The size of the event's body as stored (JSON). */
-  readonly bytes: number;
 }
 
 export interface EventStore {
@@ -103,7 +105,7 @@ export function createJetStreamEventStore(opts: EventStoreOptions): EventStore {
 
   async function publish(input: AppendInput, traceparent: string | undefined): Promise<AppendResult> {
     const subject = names.eventSubject(input.aggregate, input.id);
-    const msgID = uuidv4();
+    const msgID = input.msgId ?? uuidv4();
     const data = encodeJson(input.event.data);
     for (let attempt = 1; ; attempt++) {
       const headers = encodeHeaders(
@@ -123,7 +125,7 @@ export function createJetStreamEventStore(opts: EventStoreOptions): EventStore {
           timeout,
           expect: { lastSubjectSequence: input.expectedRevision, streamName: stream },
         });
-        return { position: ack.seq, duplicate: ack.duplicate, msgId: msgID, bytes: data.length };
+        return { position: ack.seq, duplicate: ack.duplicate };
       } catch (err) {
         if (err instanceof JetStreamApiError && err.code === 10071) {
           countConflict(names.service, input.aggregate, input.trace.causationId);

@@ -3,9 +3,9 @@ import {
   JetStreamApiError,
   RetentionPolicy,
   StorageType,
+  type ConsumerConfig,
   type JetStreamManager,
   type StreamConfig,
-  type ConsumerConfig,
 } from '@nats-io/jetstream';
 import { nanos } from '@nats-io/nats-core';
 

@@ -31,6 +31,7 @@ interface Instruments {
   readonly commandDuration: Histogram<'service' | 'command' | 'outcome'>;
   readonly conflicts: Counter<'service' | 'aggregate' | 'command'>;
   readonly deadLetters: Counter<'service' | 'consumer'>;
+  readonly knownEvents: Counter<'projection'>;
   readonly emailsSent: Counter;
   readonly emailsFailed: Counter<'reason'>;
   readonly emailRetries: Counter;
@@ -104,6 +105,12 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
       name: 'obey_dead_letters_total',
       help: 'Messages parked in a dead-letter stream, by owning service and consumer',
       labelNames: ['service', 'consumer'],
+      registers,
+    }),
+    knownEvents: new Counter({
+      name: 'obey_projection_known_events_total',
+      help: 'Events a projection took as this process appended them, instead of decoding and checking them again',
+      labelNames: ['projection'],
       registers,
     }),
     emailsSent: new Counter({ name: 'obey_emails_sent_total', help: 'Emails the SMTP server accepted', registers }),
@@ -264,6 +271,11 @@ export function countConflict(service: string, aggregate: string, commandId: str
 /** A message parked in `service`'s dead-letter stream by `consumer`. */
 export function countDeadLetter(service: string, consumer: string): void {
   active?.deadLetters.inc({ service, consumer });
+}
+
+/** An event `projection` took from this process's memory (`ProjectionSource.known`). */
+export function countKnownEvent(projection: string): void {
+  active?.knownEvents.inc({ projection });
 }
 
 /** Counts an email's outcome; fits the mailing service's `onOutcome` hook. */

@@ -81,7 +81,7 @@ describe('command relay', () => {
     const parked = await listDeadLetters(nats, names);
     expect(parked).toHaveLength(1);
     expect(parked[0]).toMatchObject({ consumer: 'greetings', messageType: Opened.type });
-    expect(parked[0]?.error).toMatch(/1 invalid command\(s\) of 3 from LedgerAccountOpened, and sent the others/);
+    expect(parked[0]?.error).toMatch(/1 invalid command\(s\) of 3 from LedgerAccountOpened, and sent the other 2/);
     expect(parked[0]?.error).toMatch(/command 1 \(LedgerGreetOwnerCommand\)\/note/);
   });
 });

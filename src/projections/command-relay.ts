@@ -153,8 +153,10 @@ export function createCommandRelay(opts: CommandRelayOptions): ProjectionRunner 
             );
           }
           if (invalidCommands > 0) {
+            const sent = commands.length - invalidCommands;
             throw new InvalidMessageError(
-              `relay made ${invalidCommands} invalid command(s) of ${commands.length} from ${e.type}, and sent the others`,
+              `relay made ${invalidCommands} invalid command(s) of ${commands.length} from ${e.type}` +
+                (sent === 0 ? ', and sent none' : `, and sent the other ${sent}`),
               invalid,
             );
           }

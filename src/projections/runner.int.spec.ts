@@ -1,6 +1,9 @@
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { JsMsg } from '@nats-io/jetstream';
 import { listDeadLetters } from '../eventstore/dead-letters.js';
 import { encodeHeaders, encodeJson, Header } from '../eventstore/headers.js';
+import { createRecentAppends } from '../eventstore/recent-appends.js';
+import { Opened } from '../eventstore/testing/ledger.js';
 import { createPostgresProjection, type PostgresProjection, type PostgresProjectionDefinition } from './postgres.js';
 import type { ProjectionTarget } from './runner.js';
 import { createProjectionBed, sleep, type ProjectionBed } from './testing/bed.js';
@@ -67,8 +70,8 @@ describe('projection runner', () => {
       ).toBeLessThan(200);
   });
 
-  it('takes the body a source knows (its own append) as it is, and decodes every other message', async () => {
-    const { ledger, service } = bed;
+  it('takes the bodies this process appended as it reads them back, and decodes every other message', async () => {
+    const { ledger, service, store } = bed;
     const inner = await projection();
     const seen = new Map<number, unknown>();
     const target: ProjectionTarget = {
@@ -79,22 +82,67 @@ describe('projection runner', () => {
         await inner.apply(events, upTo);
       },
     };
-    await ledger.open('a', 'ann');
-    const second = await ledger.credit('a', 5);
-    await ledger.credit('a', 7);
-    const known = { accountId: 'a', amount: 5 };
+    const recent = createRecentAppends({ maxBytes: 1_000_000 });
+    let taken = 0;
+    const known = (m: JsMsg) => {
+      const data = recent.take(m);
+      if (data !== undefined) taken++;
+      return data;
+    };
+    // Written by another writer: decoded.
+    const first = await ledger.open('other', 'olga');
     const runner = bed.startRunner(inner.definition.name, target, {
-      source: { ...ledgerSource(service.names, inner.definition.name), known: (m) => (m.seq === second ? known : undefined) },
+      source: { ...ledgerSource(service.names, inner.definition.name), known },
     });
+    expect(await runner.waitForPosition(first, 5_000)).toBe(true);
+    // Caught up, the consumer is handed each event as soon as it is stored, which may be before
+    // the append returns: the body must be kept before.
+    const bodies = new Map<number, unknown>();
+    for (let i = 0; i < 20; i++) {
+      const data = { accountId: `a${i}`, owner: 'ann' };
+      const msgId = recent.remember(data, 100)!;
+      const { position } = await store.append({
+        aggregate: 'account',
+        id: `a${i}`,
+        event: { type: Opened.type, version: 1, data },
+        expectedRevision: 0,
+        trace: { correlationId: `c${i}` },
+        msgId,
+      });
+      bodies.set(position, data);
+      await sleep(5);
+    }
+    expect(await runner.waitForPosition(Math.max(...bodies.keys()), 5_000)).toBe(true);
+    expect(taken).toBe(20);
+    expect(recent.size).toBe(0);
+    for (const [position, data] of bodies) expect(seen.get(position)).toBe(data);
+    expect(seen.get(first)).toEqual({ accountId: 'other', owner: 'olga' });
+    expect((await readAccounts(pg.db, inner.definition.name)).map((a) => a.id).sort()).toEqual(
+      ['other', ...Array.from({ length: 20 }, (_, i) => `a${i}`)].sort(),
+    );
+  });
 
-    expect(await runner.waitForPosition(ledger.lastPosition, 5_000)).toBe(true);
-    expect(seen.get(second)).toBe(known);
-    expect([...seen.values()]).toEqual([
-      { accountId: 'a', owner: 'ann' },
-      { accountId: 'a', amount: 5 },
-      { accountId: 'a', amount: 7 },
-    ]);
-    expect(await readAccounts(pg.db, inner.definition.name)).toEqual(ledger.expected());
+  it('still refuses a body it knows when the message is of a version it does not know', async () => {
+    const { service, store } = bed;
+    const inner = await projection();
+    const recent = createRecentAppends({ maxBytes: 1_000_000 });
+    const runner = bed.startRunner(inner.definition.name, inner, {
+      source: { ...ledgerSource(service.names, inner.definition.name), known: (m) => recent.take(m) },
+    });
+    const data = { accountId: 'v2', owner: 'vic' };
+    const { position } = await store.append({
+      aggregate: 'account',
+      id: 'v2',
+      event: { type: Opened.type, version: 2, data },
+      expectedRevision: 0,
+      trace: { correlationId: 'c-v2' },
+      msgId: recent.remember(data, 100)!,
+    });
+    expect(await runner.waitForPosition(position, 5_000)).toBe(true);
+    expect(await readAccounts(pg.db, inner.definition.name)).toEqual([]);
+    const parked = await listDeadLetters(service.nats, service.names);
+    expect(parked).toHaveLength(1);
+    expect(parked[0]?.error).toMatch(/LedgerAccountOpened version 2; this projection knows version 1/);
   });
 
   it('parks messages that fail their schema or are not JSON in the dead-letter stream, with error and origin, and goes on', async () => {

@@ -10,7 +10,7 @@ import type { Lease, Leases } from '../eventstore/leases.js';
 import { PULL_EXPIRES_MS, type Nats } from '../eventstore/nats.js';
 import { toStoredEvent, type StoredEvent } from '../eventstore/store.js';
 import type { ServiceNames } from '../eventstore/streams.js';
-import { watchConsumer, watchProjection } from '../observability/metrics.js';
+import { countKnownEvent, watchConsumer, watchProjection } from '../observability/metrics.js';
 import { messageAttributes, startSpan, tracingEnabled, type SpanHandle } from '../observability/tracing.js';
 
 /**
@@ -96,6 +96,8 @@ export interface ProjectionStatus {
 
 export interface ProjectionRunner {
   readonly name: string;
+  /** True while this instance holds the projection's lease (it may not have caught up yet). */
+  readonly leading: boolean;
   start(): void;
   stop(): Promise<void>;
   status(): Promise<ProjectionStatus>;
@@ -213,7 +215,8 @@ export function createProjectionRunner(opts: ProjectionRunnerOptions): Projectio
 
   async function park(m: JsMsg, error: string): Promise<void> {
     const correlationId = m.headers?.get(Header.CorrelationId) || undefined;
-    log.error({ seq: m.seq, subject: m.subject, correlationId, error }, 'message parked');
+    // Bounded as the dead letter's header is: an event may give a reason per part of it.
+    log.error({ seq: m.seq, subject: m.subject, correlationId, error: error.slice(0, 4_000) }, 'message parked');
     batchSpans?.get(m.seq)?.fail(error);
     await retryForever(() => parkMessage(nats, names, { consumer: source.name, msg: m, error }), 'park');
   }
@@ -323,8 +326,10 @@ export function createProjectionRunner(opts: ProjectionRunnerOptions): Projectio
         if (e.version !== def.version) {
           throw new InvalidMessageError(`${e.type} version ${e.version}; this projection knows version ${def.version}`);
         }
-        if (known !== undefined) e = { ...e, data: known };
-        else if (!def.validator.check(e.data)) throw new InvalidMessageError(`invalid ${e.type}`, def.validator.issues(e.data));
+        if (known !== undefined) {
+          e = { ...e, data: known };
+          countKnownEvent(source.name);
+        } else if (!def.validator.check(e.data)) throw new InvalidMessageError(`invalid ${e.type}`, def.validator.issues(e.data));
         events.push({ m, e });
       } catch (err) {
         if (!(err instanceof InvalidMessageError)) throw err;
@@ -487,6 +492,9 @@ export function createProjectionRunner(opts: ProjectionRunnerOptions): Projectio
   let unwatch: (() => void)[] = [];
   return {
     name: source.name,
+    get leading() {
+      return lease?.held ?? false;
+    },
     start() {
       if (running !== undefined) return;
       unwatch = [

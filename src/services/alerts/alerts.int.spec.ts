@@ -320,6 +320,32 @@ describe('reading alerts', () => {
     expect((await alertsOf(ivy)).items[0].content.actor.nickname).toBe(renamed);
   });
 
+  it("projects the intake's events as they were appended, without decoding them again", async () => {
+    const known = async () => {
+      const m = await sys.metrics.registry.getSingleMetric('obey_projection_known_events_total')!.get();
+      return m.values.find((v) => v.labels.projection === 'alerts-inbox')?.value ?? 0;
+    };
+    const intakeEvents = async () => {
+      const info = await sys.nats.jsm.streams.info(serviceNames('alerts').eventsStream, {
+        subjects_filter: 'alerts.events.intake.>',
+      });
+      return Object.values(info.state.subjects ?? {}).reduce((x, y) => x + y, 0);
+    };
+    const kim = await signedInUser(sys);
+    const lou = await signedInUser(sys);
+    const t = await ok('POST', `/api/content/sections/${sectionId}/threads`, { body: { title: 'Memory', body: 'x' }, as: kim });
+    const [knownBefore, eventsBefore] = [await known(), await intakeEvents()];
+    // One at a time, each alert shown before the next post: the inbox keeps up, and is handed each
+    // event as soon as it is stored.
+    for (let i = 1; i <= 5; i++) {
+      await ok('POST', `/api/content/threads/${t.id}/posts`, { body: { body: `m${i}` }, as: lou });
+      await awaitAlerts(kim, i);
+    }
+    const appended = (await intakeEvents()) - eventsBefore;
+    expect(appended).toBeGreaterThanOrEqual(5);
+    expect((await known()) - knownBefore).toBe(appended);
+  });
+
   it('brings alerts and read states back from the stream when Redis is flushed', async () => {
     const gina = await signedInUser(sys);
     const hank = await signedInUser(sys);

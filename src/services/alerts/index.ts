@@ -14,9 +14,9 @@ import {
   ContentThreadRepliedNotification,
 } from '../../../schemas/content.js';
 import { openBucket } from '../../eventstore/buckets.js';
-import { createRecentAppends } from '../../eventstore/recent-appends.js';
 import { createCommandProcessor, type CommandSender } from '../../eventstore/commands.js';
 import { RemoteError } from '../../eventstore/errors.js';
+import { createRecentAppends } from '../../eventstore/recent-appends.js';
 import { request } from '../../eventstore/requests.js';
 import type { ServiceRuntime } from '../../eventstore/service-runtime.js';
 import { serviceNames } from '../../eventstore/streams.js';
@@ -48,11 +48,12 @@ const ALERTS_EVENTS_BUFFER_BYTES = 8 * 1024 * 1024;
  */
 const INBOX_BATCH_BYTES = 1024 * 1024;
 /**
- * How much of the intakes' last events is kept for the inbox (see `createRecentAppends`), as
- * JSON: the inbox ran up to 31 events (about 4.5 MB) behind the intake in bench:alerts. As
- * objects, a few times that, held also when another instance leads the inbox.
+ * How much of the intakes' last events is kept for the inbox (see `createRecentAppends`), counted
+ * as the intake bounds an event's size (`alertBytesBound`: 3–4 times the JSON of a usual alert).
+ * The inbox ran up to 31 events behind the intake in bench:alerts, about 15 MiB so counted and
+ * 4.5 MB of JSON.
  */
-const RECENT_APPENDS_BYTES = 8 * 1024 * 1024;
+const RECENT_APPENDS_BYTES = 16 * 1024 * 1024;
 
 export interface AlertsServiceOptions {
   readonly runtime: ServiceRuntime;
@@ -126,11 +127,11 @@ export function createAlertsService(opts: AlertsServiceOptions): AlertsService {
     log,
     handlers: alertsCommandHandlers({ eventAt: (position) => store.at(position) }),
   });
-  // The intakes' events, handed to the inbox of this process as the objects they were built from
-  // (the inbox, when this instance leads it, takes each one moments after its append).
-  const appended = createRecentAppends({ maxBytes: RECENT_APPENDS_BYTES });
+  // The intakes' events, handed to the inbox of this process as the objects they were built
+  // from; kept only while this instance leads the inbox, which takes each one as it reads it.
+  const appended = createRecentAppends({ maxBytes: RECENT_APPENDS_BYTES, wanted: () => inboxRunner.leading });
   const inbox = createRedisProjection(inboxProjection, redis);
-  const inboxRunner = createProjectionRunner({
+  const inboxRunner: ProjectionRunner = createProjectionRunner({
     nats,
     names,
     leases,

@@ -13,8 +13,8 @@ import { ConcurrencyError, InvalidMessageError } from '../../eventstore/errors.j
 import { nameUuid, namespaceOf } from '../../eventstore/ids.js';
 import type { Leases } from '../../eventstore/leases.js';
 import type { Nats } from '../../eventstore/nats.js';
-import type { EventStore, StoredEvent } from '../../eventstore/store.js';
 import type { RecentAppends } from '../../eventstore/recent-appends.js';
+import type { EventStore, StoredEvent } from '../../eventstore/store.js';
 import type { ServiceNames } from '../../eventstore/streams.js';
 import { createProjectionRunner, type ProjectionRunner } from '../../projections/runner.js';
 import {
@@ -225,9 +225,11 @@ export function createAlertIntake(opts: {
     let i = 0;
     do {
       let end = i;
-      for (let bytes = 0; end < raised.length && end - i < MAX_ALERTS_PER_EVENT; end++) {
-        bytes += alertBytesBound(raised[end]!.alert);
-        if (bytes > MAX_EVENT_BYTES && end > i) break;
+      let bound = 0;
+      for (; end < raised.length && end - i < MAX_ALERTS_PER_EVENT; end++) {
+        const next = alertBytesBound(raised[end]!.alert);
+        if (bound + next > MAX_EVENT_BYTES && end > i) break;
+        bound += next;
       }
       const chunk = raised.slice(i, end);
       const chunkUpTo = end >= raised.length ? upTo : raised[end - 1]!.position;
@@ -236,20 +238,28 @@ export function createAlertIntake(opts: {
       const only = chunk.length === 1 ? chunk[0]!.alert.trace : undefined;
       // Every alert was checked above, and a chunk keeps within the event's bounds: the event is valid.
       const data = { upTo: chunkUpTo, alerts: chunk.map((r) => r.alert) };
-      const appended = await store.append({
-        aggregate: INTAKE_AGGREGATE,
-        id: name,
-        event: { type: AlertsRaised.type, version: AlertsRaised.version, data },
-        expectedRevision: at.revision,
-        headers: { [IMPORTANT_ALERTS_HEADER]: String(chunk.filter((r) => IMPORTANT.has(r.alert.content.kind)).length) },
-        trace: {
-          correlationId: only?.correlationId ?? uuidv4(),
-          causationId: `${opts.stream}:${chunkUpTo}`,
-          traceparent: only?.traceparent,
-        },
-      });
-      opts.appended?.remember(appended, data);
-      const revision = appended.position;
+      // Kept before the append: the inbox of this process may be handed the event before the
+      // append returns.
+      const msgId = opts.appended?.remember(data, bound);
+      let revision: number;
+      try {
+        ({ position: revision } = await store.append({
+          aggregate: INTAKE_AGGREGATE,
+          id: name,
+          event: { type: AlertsRaised.type, version: AlertsRaised.version, data },
+          expectedRevision: at.revision,
+          headers: { [IMPORTANT_ALERTS_HEADER]: String(chunk.filter((r) => IMPORTANT.has(r.alert.content.kind)).length) },
+          trace: {
+            correlationId: only?.correlationId ?? uuidv4(),
+            causationId: `${opts.stream}:${chunkUpTo}`,
+            traceparent: only?.traceparent,
+          },
+          ...(msgId === undefined ? {} : { msgId }),
+        }));
+      } catch (err) {
+        if (msgId !== undefined) opts.appended?.forget(msgId);
+        throw err;
+      }
       at = { revision, upTo: chunkUpTo, stored: chunkUpTo, legacy: false };
       position = at;
       i = end;
