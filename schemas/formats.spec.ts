@@ -77,6 +77,8 @@ describe('the date-time format', () => {
     const v = compileValidator(Type.Object({ at: Timestamp() }));
     expect(v.check({ at: '2028-02-29T10:00:00.000Z' })).toBe(true);
     expect(v.check({ at: '2027-02-29T10:00:00.000Z' })).toBe(false);
-    expect(v.issues({ at: '2027-02-29T10:00:00.000Z' })).toEqual([{ path: '/at', message: expect.stringContaining('date-time') }]);
+    expect(v.issues({ at: '2027-02-29T10:00:00.000Z' })).toEqual([
+      { path: '/at', message: expect.stringContaining('date-time') },
+    ]);
   });
 });

@@ -103,9 +103,13 @@ export async function startRedisServer(opts: { args?: readonly string[] } = {}):
     'redis-server',
     port,
     () =>
-      spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...(opts.args ?? [])], {
-        stdio: 'ignore',
-      }),
+      spawn(
+        'redis-server',
+        ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...(opts.args ?? [])],
+        {
+          stdio: 'ignore',
+        },
+      ),
     async () => {},
   );
   return { port, url: `redis://127.0.0.1:${port}/0`, ...server };
