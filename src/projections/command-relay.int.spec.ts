@@ -5,7 +5,7 @@ import { openBucket } from '../eventstore/buckets.js';
 import { listDeadLetters } from '../eventstore/dead-letters.js';
 import { Header } from '../eventstore/headers.js';
 import { Opened } from '../eventstore/testing/ledger.js';
-import { testLog } from '../eventstore/testing/nats.js';
+import { streamMessages, testLog } from '../eventstore/testing/nats.js';
 import { createCommandRelay } from './command-relay.js';
 import type { ProjectionRunner } from './runner.js';
 import { createProjectionBed, type ProjectionBed } from './testing/bed.js';
@@ -27,13 +27,10 @@ describe('command relay', () => {
   /** The commands stored in the bed's commands stream (the relay's target here), in order. */
   async function sentCommands() {
     const { nats, names } = bed.service;
-    const info = await nats.jsm.streams.info(names.commandsStream);
-    const out = [];
-    for (let seq = info.state.first_seq; info.state.messages > 0 && seq <= info.state.last_seq; seq++) {
-      const m = await nats.jsm.streams.getMessage(names.commandsStream, { seq });
-      if (m !== null) out.push({ msgId: m.header.get(Header.MsgId), data: m.json<{ accountId: string; note: string }>() });
-    }
-    return out;
+    return (await streamMessages(nats, names.commandsStream)).map((m) => ({
+      msgId: m.header.get(Header.MsgId),
+      data: m.json<{ accountId: string; note: string }>(),
+    }));
   }
 
   it('sends the valid commands of an event and parks the event naming the invalid ones, then goes on', async () => {

@@ -7,7 +7,7 @@ import { encodeHeaders, Header } from '../eventstore/headers.js';
 import type { Nats } from '../eventstore/nats.js';
 import type { StoredEvent } from '../eventstore/store.js';
 import { Opened } from '../eventstore/testing/ledger.js';
-import { testLog } from '../eventstore/testing/nats.js';
+import { streamMessages, testLog } from '../eventstore/testing/nats.js';
 import {
   createNotificationRelay,
   SourceCountHeader,
@@ -100,11 +100,8 @@ describe('notification relay: several notifications per event', () => {
   /** Every message of the notifications stream, in order, with the headers the relay sets. */
   async function notifications() {
     const { nats, names } = bed.service;
-    const info = await nats.jsm.streams.info(names.notificationsStream);
     const out = [];
-    for (let seq = info.state.first_seq; info.state.messages > 0 && seq <= info.state.last_seq; seq++) {
-      const m = await nats.jsm.streams.getMessage(names.notificationsStream, { seq });
-      if (m === null) continue;
+    for (const m of await streamMessages(nats, names.notificationsStream)) {
       const optional = (name: string) => (m.header.has(name) ? m.header.get(name) : undefined);
       out.push({
         subject: m.subject,

@@ -7,7 +7,7 @@ import { Header } from '../eventstore/headers.js';
 import type { Nats } from '../eventstore/nats.js';
 import type { StoredEvent } from '../eventstore/store.js';
 import { Opened } from '../eventstore/testing/ledger.js';
-import { testLog } from '../eventstore/testing/nats.js';
+import { streamMessages, testLog } from '../eventstore/testing/nats.js';
 import { createNotificationRelay, SourceSequenceHeader } from './relay.js';
 import type { ProjectionRunner } from './runner.js';
 import { createProjectionBed, type ProjectionBed } from './testing/bed.js';
@@ -77,11 +77,8 @@ describe('notification relay', () => {
 
   async function notifications() {
     const { nats, names } = bed.service;
-    const info = await nats.jsm.streams.info(names.notificationsStream);
     const out = [];
-    for (let seq = info.state.first_seq; info.state.messages > 0 && seq <= info.state.last_seq; seq++) {
-      const m = await nats.jsm.streams.getMessage(names.notificationsStream, { seq });
-      if (m === null) continue;
+    for (const m of await streamMessages(nats, names.notificationsStream)) {
       out.push({
         subject: m.subject,
         msgId: m.header.get(Header.MsgId),

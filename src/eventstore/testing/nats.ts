@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import type { StoredMsg } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
 import { pino } from 'pino';
 import { connectNats, type Nats } from '../nats.js';
@@ -44,4 +45,15 @@ export async function freshService(prefix = 't'): Promise<TestService> {
 
 export async function openKv(nats: Nats, bucket: string) {
   return new Kvm(nats.nc).create(bucket, { history: 1 });
+}
+
+/** Every message a stream holds, oldest first (one direct read each: for tests' small streams). */
+export async function streamMessages(nats: Nats, stream: string): Promise<StoredMsg[]> {
+  const info = await nats.jsm.streams.info(stream);
+  const out: StoredMsg[] = [];
+  for (let seq = info.state.first_seq; info.state.messages > 0 && seq <= info.state.last_seq; seq++) {
+    const m = await nats.jsm.streams.getMessage(stream, { seq });
+    if (m !== null) out.push(m);
+  }
+  return out;
 }
