@@ -405,7 +405,17 @@ async function rawConsume(nats: Nats, n: number, run: number) {
   const seconds = (performance.now() - t0) / 1000;
   const u = usage.stop();
   const info = await nats.jsm.consumers.info(RAW_STREAM, name);
-  await nats.jsm.consumers.delete(RAW_STREAM, name);
+  // nats-server 2.9 may fail a delete while the consumer's state is being written ("unlinkat …
+  // directory not empty"): tried again, a bounded number of times.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await nats.jsm.consumers.delete(RAW_STREAM, name);
+      break;
+    } catch (err) {
+      if (attempt === 5) throw err;
+      await new Promise((r) => setTimeout(r, 100 * attempt));
+    }
+  }
   if (info.num_ack_pending !== 0) throw new Error(`raw consumer: ${info.num_ack_pending} acks missing`);
   return { perSecond: n / seconds, seconds, bytes, usage: u };
 }
