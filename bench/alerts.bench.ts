@@ -56,7 +56,7 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import { constants as perfConstants, monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
-import { AckPolicy, DeliverPolicy, RetentionPolicy, StorageType } from '@nats-io/jetstream';
+import { AckPolicy, DeliverPolicy, JetStreamApiError, RetentionPolicy, StorageType } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
 import { nanos, type MsgHdrs } from '@nats-io/nats-core';
 import Fastify, { type FastifyInstance } from 'fastify';
@@ -412,6 +412,8 @@ async function rawConsume(nats: Nats, n: number, run: number) {
       await nats.jsm.consumers.delete(RAW_STREAM, name);
       break;
     } catch (err) {
+      // Gone after all.
+      if (err instanceof JetStreamApiError && err.code === 10014) break;
       if (attempt === 5) throw err;
       await new Promise((r) => setTimeout(r, 100 * attempt));
     }
