@@ -46,6 +46,8 @@
  *   BENCH_MAIL_REPS          blocks figure 3 is split into (default 2)
  *   BENCH_CPU_PROFILE        file to write a V8 CPU profile of the main thread to, during the
  *                            figure named by BENCH_PROFILE: intake, reads or mailing (default intake)
+ *   BENCH_ALLOCATION_PROFILE file to write a V8 sampling heap profile (allocations, collected
+ *                            ones included) of the main thread to, during the same figure
  *   BENCH_ONLY               figures to run, comma-separated: intake, reads, mailing (default all)
  *   BENCH_MAX_SECONDS        the run gives up (and cleans up) after this long (default 175)
  *   TEST_POSTGRES_URL        the maintenance database (default postgres://postgres@127.0.0.1:5432/postgres)
@@ -87,6 +89,7 @@ import {
   sleep,
   sorted,
   startBenchRun,
+  startAllocationProfile,
   startCpuProfile,
   WORKER_HTTP_REQUEST_SOURCE,
 } from './lib.js';
@@ -110,6 +113,7 @@ const MAIL_REPS = intEnv('BENCH_MAIL_REPS', 2);
 const MAIL_BLOCK = Math.max(1, Math.ceil(MAILS / MAIL_REPS));
 const MAX_SECONDS = intEnv('BENCH_MAX_SECONDS', 175);
 const CPU_PROFILE = process.env.BENCH_CPU_PROFILE;
+const ALLOCATION_PROFILE = process.env.BENCH_ALLOCATION_PROFILE;
 const PROFILE = process.env.BENCH_PROFILE ?? 'intake';
 const ONLY = new Set((process.env.BENCH_ONLY ?? 'intake,reads,mailing').split(',').map((x) => x.trim()));
 for (const f of ONLY) if (!['intake', 'reads', 'mailing'].includes(f)) throw new Error(`BENCH_ONLY: unknown figure "${f}"`);
@@ -248,13 +252,20 @@ function startUsage() {
   };
 }
 
-/** Starts the profiler when this figure is the one asked for; the returned stop() is a no-op otherwise. */
+/** Starts the profilers asked for when this figure is the one named; the returned stop() is a no-op otherwise. */
 async function maybeProfile(figure: string): Promise<() => Promise<void>> {
-  if (CPU_PROFILE === undefined || PROFILE !== figure) return async () => undefined;
-  const p = await startCpuProfile();
+  if (PROFILE !== figure) return async () => undefined;
+  const cpu = CPU_PROFILE === undefined ? undefined : await startCpuProfile();
+  const allocations = ALLOCATION_PROFILE === undefined ? undefined : await startAllocationProfile();
   return async () => {
-    await p.stop(CPU_PROFILE);
-    say(`CPU profile of the main thread written to ${CPU_PROFILE}`);
+    if (cpu !== undefined) {
+      await cpu.stop(CPU_PROFILE!);
+      say(`CPU profile of the main thread written to ${CPU_PROFILE}`);
+    }
+    if (allocations !== undefined) {
+      await allocations.stop(ALLOCATION_PROFILE!);
+      say(`allocation profile of the main thread written to ${ALLOCATION_PROFILE}`);
+    }
   };
 }
 
