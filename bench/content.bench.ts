@@ -13,7 +13,10 @@
  * loop, the one measured, is not also the client's. Measures, each beside a baseline taken in
  * the same run:
  *   1. creating posts (`POST /api/content/threads/:id/posts`, BENCH_CONCURRENCY in flight, over
- *      BENCH_THREADS threads and BENCH_USERS users) vs the raw HTTP→NATS→JetStream route;
+ *      BENCH_THREADS threads and BENCH_USERS users) vs the raw HTTP→NATS→JetStream route; beside
+ *      them, with no goal, the floor of the command path the mission prescribes (the same route
+ *      publishing a command to a stream, a durable consumer's handler appending an event with an
+ *      expectation and answering on core NATS) with no service logic at all;
  *   2. reading a thread page of 20 posts (`GET /api/content/threads/:id/posts?limit=20`) vs the
  *      raw fastify + pg route: throughput at saturation, and p99 at a fixed rate (open loop);
  *   3. projection lag: posts created at a fixed rate (open loop); for each, the time from its
@@ -39,12 +42,13 @@
  *   BENCH_MAX_SECONDS     the run gives up (and cleans up) after this long (default 175)
  *   TEST_POSTGRES_URL     the maintenance database (default postgres://postgres@127.0.0.1:5432/postgres)
  */
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
-import { AckPolicy, DeliverPolicy, StorageType } from '@nats-io/jetstream';
+import { AckPolicy, DeliverPolicy, StorageType, type JsMsg } from '@nats-io/jetstream';
+import { headers as natsHeaders } from '@nats-io/nats-core';
 import Fastify, { type FastifyInstance } from 'fastify';
 import pg from 'pg';
 import { connectNats, type Nats } from '../src/eventstore/nats.js';
@@ -83,6 +87,8 @@ const CPU_PROFILE = process.env.BENCH_CPU_PROFILE;
 const PROFILE = process.env.BENCH_PROFILE ?? 'posts';
 const PAGE = 20;
 const RAW_STREAM = 'CONTENTBENCH_RAW';
+const FLOOR_COMMANDS = 'CONTENTBENCH_FLOOR_COMMANDS';
+const FLOOR_EVENTS = 'CONTENTBENCH_FLOOR_EVENTS';
 const BODY =
   'A benchmark post: long enough to look like a reply someone wrote, short enough to stay one paragraph. ' +
   'It says nothing, but it says it in about two hundred bytes of text.';
@@ -476,6 +482,10 @@ interface Setup {
   readonly threadIds: string[];
   readonly pool: pg.Pool;
   readonly rawNats: Nats;
+  /** The command-path floor's connection (its route, its handler). */
+  readonly floorNats: Nats;
+  /** Commands of the floor not answered (none, when every request got its 201). */
+  readonly floorPending: () => number;
   /** The benchmark's own connection for its checks, so that they are not counted as the services'. */
   readonly ctlNats: Nats;
   readonly contentUrl: string;
@@ -531,7 +541,7 @@ async function quiesce(s: Setup, timeoutMs = 30_000): Promise<number> {
   for (;;) {
     const busy: string[] = [];
     for (const stream of await s.ctlNats.jsm.streams.list().next()) {
-      if (stream.config.name === RAW_STREAM) continue;
+      if (stream.config.name === RAW_STREAM || stream.config.name.startsWith('CONTENTBENCH_FLOOR')) continue;
       for (const c of await s.ctlNats.jsm.consumers.list(stream.config.name).next()) {
         if (c.config.durable_name !== undefined && c.num_pending + c.num_ack_pending > 0) {
           busy.push(`${stream.config.name}/${c.name}`);
@@ -548,10 +558,83 @@ async function quiesce(s: Setup, timeoutMs = 30_000): Promise<number> {
   return performance.now() - t0;
 }
 
-/** The baselines' app: raw publish to JetStream, and a one-query page from Postgres. */
-async function startRawServer(rawNats: Nats, pool: pg.Pool): Promise<{ app: FastifyInstance; base: string }> {
+/**
+ * The floor of the command path the mission prescribes, with nothing of a service in it:
+ * `POST /raw/threads/:id/command-posts` publishes the body as a command to a stream of its own
+ * (file storage, the command id as `Nats-Msg-Id`) and waits for its result on one wildcard core
+ * subscription; a durable pull consumer on that stream (explicit acks, up to 64 commands handled
+ * at once, as the service's processor) appends each command's event to a second stream, expecting
+ * the new aggregate's subject to be empty (as a new post's append does), publishes the event's
+ * position as the result, and acknowledges the command. No token, validation, rate limit,
+ * decider, results bucket, projection, relay or alerts: what any implementation of that path
+ * costs at least.
+ */
+async function registerCommandFloor(app: FastifyInstance, nats: Nats): Promise<{ pending: () => number; stop(): void }> {
+  await nats.jsm.streams.add({ name: FLOOR_COMMANDS, subjects: ['contentfloor.commands.>'], storage: StorageType.File });
+  await nats.jsm.streams.add({ name: FLOOR_EVENTS, subjects: ['contentfloor.events.>'], storage: StorageType.File });
+  await nats.jsm.consumers.add(FLOOR_COMMANDS, { durable_name: 'floor', ack_policy: AckPolicy.Explicit, max_ack_pending: 1_000 });
+  const inbox = `contentfloor.results.${randomBytes(6).toString('hex')}`;
+  const waiting = new Map<string, (position: number) => void>();
+  const results = nats.nc.subscribe(`${inbox}.*`, {
+    callback: (err, msg) => {
+      if (err !== null) return;
+      const id = msg.subject.slice(inbox.length + 1);
+      waiting.get(id)?.(Number(msg.string()));
+      waiting.delete(id);
+    },
+  });
+  const handle = async (m: JsMsg) => {
+    const id = m.headers?.get('Nats-Msg-Id') ?? '';
+    const ack = await nats.js.publish(`contentfloor.events.post.${id}`, m.data, {
+      msgID: id,
+      expect: { lastSubjectSequence: 0 },
+    });
+    nats.nc.publish(`${inbox}.${id}`, String(ack.seq));
+    m.ack();
+  };
+  const consumer = await nats.js.consumers.get(FLOOR_COMMANDS, 'floor');
+  const messages = await consumer.consume({ max_messages: 64 });
+  void (async () => {
+    const inFlight = new Set<Promise<void>>();
+    for await (const m of messages) {
+      const task = handle(m).catch((err: unknown) => say(`WARNING: command floor: ${String(err)}`));
+      inFlight.add(task);
+      void task.finally(() => inFlight.delete(task));
+      while (inFlight.size >= 64) await Promise.race(inFlight);
+    }
+  })();
+  app.post('/raw/threads/:id/command-posts', async (request, reply) => {
+    const { id: threadId } = request.params as { id: string };
+    const id = randomUUID();
+    const result = new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        waiting.delete(id);
+        reject(new Error(`command ${id}: no result in 10 s`));
+      }, 10_000);
+      waiting.set(id, (position) => {
+        clearTimeout(timer);
+        resolve(position);
+      });
+    });
+    const h = natsHeaders();
+    h.set('Message-Type', 'ContentCreatePostCommand');
+    await nats.js.publish(`contentfloor.commands.${threadId}`, JSON.stringify(request.body), { msgID: id, headers: h });
+    return reply.code(201).send({ threadId, position: await result });
+  });
+  return {
+    pending: () => waiting.size,
+    stop() {
+      messages.stop();
+      results.unsubscribe();
+    },
+  };
+}
+
+/** The baselines' app: raw publish to JetStream, the command path's floor, and a one-query page from Postgres. */
+async function startRawServer(rawNats: Nats, floorNats: Nats, pool: pg.Pool) {
   const app = Fastify({ logger: false });
   registerRawPublishRoute(app, rawNats, (id) => `contentbench.posts.${id}`);
+  const floor = await registerCommandFloor(app, floorNats);
   app.get('/raw/threads/:id/posts', async (request) => {
     const { id } = request.params as { id: string };
     const { rows } = await pool.query('select * from content_forum.posts where thread_id = $1 order by number limit 20', [id]);
@@ -559,7 +642,7 @@ async function startRawServer(rawNats: Nats, pool: pg.Pool): Promise<{ app: Fast
   });
   await app.listen({ host: '127.0.0.1', port: 0 });
   const address = app.server.address();
-  return { app, base: `http://127.0.0.1:${typeof address === 'object' && address !== null ? address.port : 0}` };
+  return { app, floor, base: `http://127.0.0.1:${typeof address === 'object' && address !== null ? address.port : 0}` };
 }
 
 async function setup(): Promise<Setup> {
@@ -608,11 +691,29 @@ async function setup(): Promise<Setup> {
   cleanups.push(() => rawNats.nc.drain());
   const ctlNats = await connectNats({ url: sys.natsServer.url, name: 'bench-content-control' });
   cleanups.push(() => ctlNats.nc.drain());
+  const floorNats = await connectNats({ url: sys.natsServer.url, name: 'bench-content-floor' });
+  cleanups.push(() => floorNats.nc.drain());
   await rawNats.jsm.streams.add({ name: RAW_STREAM, subjects: ['contentbench.>'], storage: StorageType.File });
-  const raw = await startRawServer(rawNats, pool);
+  const raw = await startRawServer(rawNats, floorNats, pool);
   cleanups.push(() => raw.app.close());
-  say(`${threadIds.length} threads in one section; baseline server on ${raw.base}, stream ${RAW_STREAM} (file storage)`);
-  return { sys, base, rawBase: raw.base, users, threadIds, pool, rawNats, ctlNats, contentUrl };
+  cleanups.push(async () => raw.floor.stop());
+  say(
+    `${threadIds.length} threads in one section; baseline server on ${raw.base}, streams ${RAW_STREAM}, ` +
+      `${FLOOR_COMMANDS} and ${FLOOR_EVENTS} (file storage)`,
+  );
+  return {
+    sys,
+    base,
+    rawBase: raw.base,
+    users,
+    threadIds,
+    pool,
+    rawNats,
+    floorNats,
+    floorPending: raw.floor.pending,
+    ctlNats,
+    contentUrl,
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -640,6 +741,7 @@ function postRequests(s: Setup, base: string, pathOf: (threadId: string) => stri
 async function postsBenchmark(s: Setup) {
   const contentRequests = postRequests(s, s.base, (id) => `/api/content/threads/${id}/posts`);
   const rawRequests = postRequests(s, s.rawBase, (id) => `/raw/threads/${id}/posts`);
+  const floorRequests = postRequests(s, s.rawBase, (id) => `/raw/threads/${id}/command-posts`);
   // The projection (and the notification relay) are part of what a post costs, but a block's
   // leftover must not be charged to the baseline's next block.
   const settleMs: number[] = [];
@@ -679,16 +781,32 @@ async function postsBenchmark(s: Setup) {
     natsMessages: () => natsMessages(s.rawNats),
     natsPerOp: [],
   };
+  const floor: Variant = {
+    name: 'command floor',
+    job: {
+      kind: 'closed',
+      n: POST_BLOCK,
+      concurrency: CONCURRENCY,
+      requests: floorRequests,
+      expectStatus: 201,
+      capturePosition: true,
+    },
+    blocks: [],
+    natsMessages: () => natsMessages(s.floorNats),
+    natsPerOp: [],
+  };
   const warm = Math.min(500, POST_BLOCK);
   say(`posts: warm-up (${warm} each, ${CONCURRENCY} in flight)`);
-  for (const v of [content, raw]) {
+  for (const v of [content, raw, floor]) {
     const b = await measured(CLIENT!, { ...v.job, n: warm });
     if (b.errors > 0) throw new Error(`posts warm-up (${v.name}): ${b.errors} errors, first: ${b.firstError}`);
     await v.after?.(b);
   }
-  await interleaved('posts', [content, raw], CPU_PROFILE !== undefined && PROFILE === 'posts' ? CPU_PROFILE : undefined);
+  await interleaved('posts', [content, raw, floor], CPU_PROFILE !== undefined && PROFILE === 'posts' ? CPU_PROFILE : undefined);
+  if (s.floorPending() > 0) throw new Error(`command floor: ${s.floorPending()} commands without a result`);
   const subject = figure(content);
   const baseline = figure(raw);
+  const floorFigure = figure(floor);
   return {
     posts: POST_BLOCK * REPS,
     blocks: REPS,
@@ -698,6 +816,16 @@ async function postsBenchmark(s: Setup) {
     content: subject,
     rawHttpNatsJetStream: baseline,
     ...compare(subject, baseline, 0.5),
+    commandPathFloor: {
+      note:
+        'no goal. The prescribed command path with no service logic (registerCommandFloor): ' +
+        'ratioToRaw bounds what any implementation of that path can reach against the raw route; ' +
+        'contentRatioToFloor is what content does beside that bound',
+      figure: floorFigure,
+      ratioToRaw: compare(floorFigure, baseline, 0.5).ratio,
+      blockRatioToRawMedian: compare(floorFigure, baseline, 0.5).blockRatioMedian,
+      contentRatioToFloor: compare(subject, floorFigure, 0.5).ratio,
+    },
     extra: {
       note:
         'no goal. catchUpMs: after each content block, how long until the projection and every other consumer ' +
@@ -1161,6 +1289,23 @@ function table(r: Result) {
     '',
   ]);
   rows.push(['  extra: per s counting projection catch-up', fmt(p.extra.endToEndPerSecond), '', '', 'none', '']);
+  const fl = p.commandPathFloor;
+  rows.push([
+    '  extra: the command path with no service logic, per s',
+    `${fmt(fl.figure.perSecond)} (${fl.figure.runs.map(fmt).join(' / ')})`,
+    `HTTP→NATS→JetStream (above)`,
+    `${fl.ratioToRaw} (paired ${fl.blockRatioToRawMedian}); content / floor ${fl.contentRatioToFloor}`,
+    'none',
+    '',
+  ]);
+  rows.push([
+    '  extra: the floor: machine CPU µs/op; NATS messages per post',
+    `${fl.figure.machineCpuUsPerOp === null ? '?' : fmt(fl.figure.machineCpuUsPerOp)}; ${fl.figure.natsMessagesPerOp ?? '?'}`,
+    '',
+    '',
+    '',
+    '',
+  ]);
   const sat = r.reads.saturation;
   rows.push([
     `read a page of ${PAGE}, per s (${sat.concurrency} in flight)`,
@@ -1237,6 +1382,7 @@ async function main(): Promise<void> {
     for (const [name, f] of [
       ['posts (content)', posts.content],
       ['posts (raw)', posts.rawHttpNatsJetStream],
+      ['posts (command floor)', posts.commandPathFloor.figure],
       ['reads (content)', reads.saturation.content],
       ['reads (raw)', reads.saturation.rawFastifyPg],
     ] as const) {
