@@ -1,8 +1,8 @@
 import { Type } from 'typebox';
-import Format, { IsDateTime } from 'typebox/format';
+import Format, { IsDateTime, IsUuid } from 'typebox/format';
 import { describe, expect, it } from 'vitest';
 import { seededRandom32 } from '../src/testing/random.js';
-import { isCanonicalDateTime, isDateTime } from './formats.js';
+import { isCanonicalDateTime, isDateTime, isUuid } from './formats.js';
 import { compileValidator, Timestamp } from './message.js';
 
 /** Date-times as `toISOString` writes them, across years, months, leap days and day ends. */
@@ -80,5 +80,74 @@ describe('the date-time format', () => {
     expect(v.issues({ at: '2027-02-29T10:00:00.000Z' })).toEqual([
       { path: '/at', message: expect.stringContaining('date-time') },
     ]);
+  });
+});
+
+describe('the uuid format', () => {
+  const random = seededRandom32(20261127);
+  const hex = '0123456789abcdefABCDEF';
+  const uuids: string[] = [
+    '00000000-0000-0000-0000-000000000000',
+    'ffffffff-ffff-ffff-ffff-ffffffffffff',
+    'FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF',
+    '3f6b2a7c-8d1e-4b5a-9c0f-2e4d6a8b1c3e',
+  ];
+  for (let i = 0; i < 500; i++) {
+    let s = '';
+    for (let j = 0; j < 36; j++) s += j === 8 || j === 13 || j === 18 || j === 23 ? '-' : hex[Math.floor(random() * hex.length)];
+    uuids.push(s);
+  }
+  // Every character of some ids replaced in turn by characters next to the hex ranges (and by
+  // code units whose low byte is a hex digit's), dropped, or doubled.
+  const changed = uuids.slice(0, 50).flatMap((s) => {
+    const out: string[] = [];
+    for (let i = 0; i < s.length; i++) {
+      for (const c of [
+        '/',
+        '0',
+        '9',
+        ':',
+        '@',
+        'A',
+        'F',
+        'G',
+        '`',
+        'a',
+        'f',
+        'g',
+        '-',
+        '_',
+        ' ',
+        '\u00e9',
+        '\u0130',
+        '\u0161',
+        '\u0660',
+        '\uff10',
+      ]) {
+        out.push(s.slice(0, i) + c + s.slice(i + 1));
+      }
+      out.push(s.slice(0, i) + s.slice(i + 1), s.slice(0, i) + s[i] + s.slice(i));
+    }
+    return out;
+  });
+  const odd = [
+    '',
+    '-',
+    '{3f6b2a7c-8d1e-4b5a-9c0f-2e4d6a8b1c3e}',
+    '3f6b2a7c8d1e4b5a9c0f2e4d6a8b1c3e',
+    '3f6b2a7c-8d1e-4b5a-9c0f-2e4d6a8b1c3e\n',
+  ];
+
+  it("accepts exactly what TypeBox's IsUuid accepts", () => {
+    for (const s of [...uuids, ...changed, ...odd]) expect(isUuid(s), JSON.stringify(s)).toBe(IsUuid(s));
+    expect(uuids.every(isUuid)).toBe(true);
+    expect(changed.some(isUuid) && changed.some((s) => !isUuid(s))).toBe(true);
+  });
+
+  it('is the check compiled schemas use', () => {
+    expect(Format.Get('uuid')).toBe(isUuid);
+    const v = compileValidator(Type.Object({ id: Type.String({ format: 'uuid' }) }));
+    expect(v.check({ id: '3f6b2a7c-8d1e-4b5a-9c0f-2e4d6a8b1c3e' })).toBe(true);
+    expect(v.check({ id: '3f6b2a7c-8d1e-4b5a-9c0f-2e4d6a8b1c3g' })).toBe(false);
   });
 });
