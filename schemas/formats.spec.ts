@@ -97,8 +97,8 @@ describe('the uuid format', () => {
     for (let j = 0; j < 36; j++) s += j === 8 || j === 13 || j === 18 || j === 23 ? '-' : hex[Math.floor(random() * hex.length)];
     uuids.push(s);
   }
-  // Every character of some ids replaced in turn by characters next to the hex ranges (and by
-  // code units whose low byte is a hex digit's), dropped, or doubled.
+  // Every character of some ids replaced in turn by characters next to the hex ranges, by letters
+  // and digits outside ASCII, dropped, or doubled.
   const changed = uuids.slice(0, 50).flatMap((s) => {
     const out: string[] = [];
     for (let i = 0; i < s.length; i++) {

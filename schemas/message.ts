@@ -1,6 +1,6 @@
 import { Type, type Static, type TSchema } from 'typebox';
 import { Compile } from 'typebox/compile';
-// Registers this system's `date-time` check before any schema below is compiled.
+// Registers this system's `date-time` and `uuid` checks before any schema below is compiled.
 import './formats.js';
 
 /** One reason a value failed validation: where, and what was expected. */
