@@ -541,7 +541,7 @@ async function quiesce(s: Setup, timeoutMs = 30_000): Promise<number> {
   for (;;) {
     const busy: string[] = [];
     for (const stream of await s.ctlNats.jsm.streams.list().next()) {
-      if (stream.config.name === RAW_STREAM || stream.config.name.startsWith('CONTENTBENCH_FLOOR')) continue;
+      if ([RAW_STREAM, FLOOR_COMMANDS, FLOOR_EVENTS].includes(stream.config.name)) continue;
       for (const c of await s.ctlNats.jsm.consumers.list(stream.config.name).next()) {
         if (c.config.durable_name !== undefined && c.num_pending + c.num_ack_pending > 0) {
           busy.push(`${stream.config.name}/${c.name}`);
